@@ -1,0 +1,108 @@
+"""Ed25519 signing keys, key ids, and the project's one signature check."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import nacl.exceptions
+import nacl.signing
+import nacl.utils
+
+from handsoff.keys.errors import BadSignature, KeysError
+
+KEY_ID_LEN = 8
+PUBLIC_KEY_LEN = 32
+SEED_LEN = 32
+SIGNATURE_LEN = 64
+_KID_PERSON = b"hx-key-id-v1"
+
+
+def key_id(public_key: bytes) -> bytes:
+    """Short, domain-separated id of a public key (8 bytes)."""
+    return hashlib.blake2b(public_key, digest_size=KEY_ID_LEN, person=_KID_PERSON).digest()
+
+
+def kid_hex(kid: bytes) -> str:
+    return kid.hex()
+
+
+def _describe(public_key: object) -> str:
+    if isinstance(public_key, bytes | bytearray) and len(public_key) == PUBLIC_KEY_LEN:
+        return f"key {kid_hex(key_id(bytes(public_key)))}"
+    return "a malformed public key"
+
+
+# Verification runs once per event: decoding the same few partner keys each time is waste.
+@functools.lru_cache(maxsize=256)
+def _verify_key(public_key: bytes) -> nacl.signing.VerifyKey:
+    return nacl.signing.VerifyKey(public_key)
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """Check a detached Ed25519 signature; any failure raises BadSignature, nothing else."""
+    try:
+        if len(public_key) != PUBLIC_KEY_LEN:
+            raise BadSignature(f"public key must be {PUBLIC_KEY_LEN} bytes, got {len(public_key)}")
+        if len(signature) != SIGNATURE_LEN:
+            raise BadSignature(
+                f"signature by {_describe(public_key)} must be {SIGNATURE_LEN} bytes, "
+                f"got {len(signature)}"
+            )
+        # bytes() so a bytearray neither breaks the cache nor aliases a mutable buffer.
+        _verify_key(bytes(public_key)).verify(message, bytes(signature))
+    except BadSignature:
+        raise
+    except (nacl.exceptions.CryptoError, TypeError, ValueError) as e:
+        # libsodium also rejects non-canonical S, small-order R/A and invalid points here.
+        raise BadSignature(f"signature by {_describe(public_key)} does not verify") from e
+
+
+class SigningKey:
+    """An Ed25519 private key. Its repr shows only the key id, never the seed."""
+
+    __slots__ = ("_kid", "_sk")
+
+    def __init__(self, seed: bytes) -> None:
+        if not isinstance(seed, bytes) or len(seed) != SEED_LEN:
+            raise KeysError(f"an Ed25519 seed must be {SEED_LEN} bytes")
+        self._sk = nacl.signing.SigningKey(seed)
+        self._kid = key_id(self.public_key)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(nacl.utils.random(SEED_LEN))
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        return cls(seed)
+
+    @property
+    def seed(self) -> bytes:
+        return bytes(self._sk)
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self._sk.verify_key)
+
+    @property
+    def kid(self) -> bytes:
+        return self._kid
+
+    def sign(self, message: bytes) -> bytes:
+        """Detached 64-byte signature over message."""
+        try:
+            return self._sk.sign(message).signature
+        except (nacl.exceptions.CryptoError, TypeError) as e:  # cffi raises a bare TypeError
+            raise KeysError(f"cannot sign with key {kid_hex(self._kid)}: {e}") from e
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SigningKey):
+            return NotImplemented
+        return self.public_key == other.public_key
+
+    def __hash__(self) -> int:
+        return hash(self.public_key)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={kid_hex(self._kid)})"

@@ -1,0 +1,1 @@
+"""handsoff services: the partner node, its HTTP API and the command line."""

@@ -1,0 +1,244 @@
+"""The `handsoff` command line. User errors get one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import msgspec
+
+from handsoff.events import EventsError
+from handsoff.keys import KdfStrength, KeysError, PassphraseMissing, load_keyring, passphrase_from_env
+from handsoff.services.errors import ServiceError
+from handsoff.services.node.admin import Role
+from handsoff.services.node.config import NodeConfig, NodePaths, PostgresSettings, load_config
+from handsoff.services.node.node import Node, exclusive
+from handsoff.services.node.verify import VerificationReport, verify_node
+
+EXIT_BROKEN = 1  # verification found a problem
+EXIT_USAGE = 2  # the user asked for something impossible
+
+
+class CliError(Exception):
+    pass
+
+
+def passphrase(env: dict[str, str] | os._Environ[str]) -> bytes:
+    """From HANDSOFF_PASSPHRASE(_FILE); a terminal may type it. Never from an argument."""
+    try:
+        return passphrase_from_env(env)
+    except PassphraseMissing:
+        if sys.stdin.isatty():
+            return getpass.getpass("node passphrase: ").encode()
+        raise
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    postgres = None
+    if args.backend == "postgres":
+        postgres = PostgresSettings(
+            schema=args.pg_schema or f"handsoff_{args.partner.replace('-', '_')}",
+            dbname=args.pg_dbname, host=args.pg_host, port=args.pg_port, user=args.pg_user,
+            password_env=args.pg_password_env)
+    config = _validated(NodeConfig, {
+        "partner": args.partner, "country": args.country, "backend": args.backend,
+        "postgres": msgspec.to_builtins(postgres) if postgres else None,
+        "host": args.host, "port": args.port})
+    node = Node.init(args.dir, config, passphrase(os.environ), KdfStrength(args.kdf))
+    try:
+        _out(f"initialised node {config.partner} ({config.country}) in {args.dir}")
+        _out(f"signing key {node.keyring.current.kid}")
+        _out(f"genesis fingerprint {node.keyring.fingerprint}  (give this to your region's "
+             "coordinators, out of band)")
+    finally:
+        node.close()
+    return 0
+
+
+def _validated(t: type[NodeConfig], raw: dict[str, object]) -> NodeConfig:
+    try:
+        return msgspec.convert(raw, t)
+    except msgspec.ValidationError as e:
+        raise CliError(f"invalid setting: {e}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from handsoff.services.api import create_app
+
+    paths = NodePaths(args.dir)
+    with exclusive(paths):
+        secret = passphrase(os.environ)
+        node = Node.open(args.dir, secret)
+        try:
+            app = create_app(node)
+            app.state.passphrase = secret
+            host = args.host or node.config.host
+            port = args.port if args.port is not None else node.config.port
+            _out(f"node {node.config.partner} serving on http://{host}:{port}")
+            uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+        finally:
+            node.close()
+    return 0
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    node = Node.open(args.dir, passphrase(os.environ))
+    try:
+        token = node.add_user(args.name, Role(args.role), "handsoff node users add")
+    finally:
+        node.close()
+    _out(token)
+    sys.stderr.write(f"user {args.name} ({args.role}) added; the token above is shown only once\n")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    node = Node.open(args.dir, passphrase(os.environ))
+    try:
+        node.admin.refresh()
+        for u in node.admin.users.values():
+            _out(f"{u.name}\t{u.role.value}\t{'active' if u.active else 'revoked'}")
+    finally:
+        node.close()
+    return 0
+
+
+def cmd_users_revoke(args: argparse.Namespace) -> int:
+    node = Node.open(args.dir, passphrase(os.environ))
+    try:
+        node.admin.revoke_user(args.name, "handsoff node users revoke")
+    finally:
+        node.close()
+    _out(f"user {args.name} revoked")
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    ring = load_keyring(NodePaths(args.dir).keyring)
+    _out(f"owner {ring.owner}; genesis fingerprint {ring.fingerprint}")
+    for r in ring.keys:
+        state = "current" if r is ring.current else f"retired {r.retired_at:%Y-%m-%dT%H:%M:%SZ}"
+        _out(f"{r.kid}  {r.public_key.hex()}  activated {r.activated_at:%Y-%m-%dT%H:%M:%SZ}  {state}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    paths = NodePaths(args.dir)
+    with exclusive(paths):
+        secret = passphrase(os.environ)
+        node = Node.open(args.dir, secret)
+        try:
+            old = node.keyring.current.kid
+            new = node.rotate_key(secret, "handsoff node keys rotate", KdfStrength(args.kdf))
+        finally:
+            node.close()
+    _out(f"rotated: {old} -> {new.kid}; the rotation is recorded and signed by {old}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    paths = NodePaths(args.dir)
+    config = load_config(paths)
+    report = verify_node(config, paths.data, load_keyring(paths.keyring), args.trust)
+    if args.json:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(report), indent=2).decode() + "\n")
+    else:
+        _print_report(report)
+    return 0 if report.intact else EXIT_BROKEN
+
+
+def _print_report(report: VerificationReport) -> None:
+    _out(f"node {report.partner}: keyring {'intact' if report.keyring_intact else 'BROKEN'} "
+         f"({len(report.keys)} key(s))")
+    if report.problem:
+        _out(f"  {report.problem}")
+    for log in report.logs:
+        status = "intact" if log.intact else "BROKEN"
+        _out(f"  {log.log}: {log.events} events in {log.aggregates} aggregates, {status}")
+        if log.failure:
+            _out(f"    first broken event: {log.failure}")
+    _out("verified: intact" if report.intact else "verification FAILED")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="handsoff", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    node = sub.add_parser("node", help="run and look after a partner node")
+    ns = node.add_subparsers(dest="node_command", required=True)
+
+    def with_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--dir", type=Path, required=True, help="the node directory")
+        return parser
+
+    kdf = {"choices": [k.value for k in KdfStrength], "default": KdfStrength.MODERATE.value,
+           "help": "argon2id strength for the key file (interactive for small machines)"}
+    init = with_dir(ns.add_parser("init", help="create config, keys and stores"))
+    init.add_argument("--partner", required=True, help="partner id, e.g. sisonke-bw")
+    init.add_argument("--country", required=True, help="ISO 3166 alpha-2 code, e.g. BW")
+    init.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    init.add_argument("--host", default="127.0.0.1")
+    init.add_argument("--port", type=int, default=8600)
+    init.add_argument("--kdf", **kdf)  # type: ignore[arg-type]
+    init.add_argument("--pg-schema")
+    init.add_argument("--pg-dbname", default="handsoff")
+    init.add_argument("--pg-host", default="127.0.0.1")
+    init.add_argument("--pg-port", type=int, default=5432)
+    init.add_argument("--pg-user", default="postgres")
+    init.add_argument("--pg-password-env", help="name of the variable holding the password")
+    init.set_defaults(func=cmd_init)
+
+    serve = with_dir(ns.add_parser("serve", help="serve the HTTP API"))
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    users = ns.add_parser("users", help="API users and their tokens")
+    us = users.add_subparsers(dest="users_command", required=True)
+    add = with_dir(us.add_parser("add", help="add a user and print their token once"))
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.set_defaults(func=cmd_users_add)
+    with_dir(us.add_parser("list", help="list users")).set_defaults(func=cmd_users_list)
+    revoke = with_dir(us.add_parser("revoke", help="revoke a user's token"))
+    revoke.add_argument("--name", required=True)
+    revoke.set_defaults(func=cmd_users_revoke)
+
+    keys = ns.add_parser("keys", help="the node's signing keys")
+    ks = keys.add_subparsers(dest="keys_command", required=True)
+    with_dir(ks.add_parser("show", help="show public keys")).set_defaults(func=cmd_keys_show)
+    rotate = with_dir(ks.add_parser("rotate", help="rotate the signing key (node stopped)"))
+    rotate.add_argument("--kdf", **kdf)  # type: ignore[arg-type]
+    rotate.set_defaults(func=cmd_keys_rotate)
+
+    verify = with_dir(ns.add_parser("verify", help="verify every signature and chain link"))
+    verify.add_argument("--trust", metavar="FINGERPRINT",
+                        help="the genesis fingerprint you trust (from `node init`)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (CliError, ServiceError, KeysError, EventsError) as e:
+        sys.stderr.write(f"handsoff: error: {e}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

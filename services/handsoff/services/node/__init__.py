@@ -1,0 +1,1 @@
+"""The partner node: a signed, hash-chained, event-sourced record of cases."""
