@@ -43,7 +43,6 @@ def incident(marker: str = "", **overrides: object) -> IncidentReported:
 
 
 def make_node(directory: Path, partner: str = "sisonke-bw") -> Node:
-    return Node.init(directory, NodeConfig(partner=partner, country="BW"), PASSPHRASE,
-                     KdfStrength.INTERACTIVE)
-
-
+    return Node.init(
+        directory, NodeConfig(partner=partner, country="BW"), PASSPHRASE, KdfStrength.INTERACTIVE
+    )

@@ -22,13 +22,15 @@ from handsoff.services.node.errors import StaleCase
 from handsoff.services.node.node import Node, NodeBusy, exclusive
 from handsoff.services.node.sealing import link_digest, unseal
 from handsoff.services.node.verify import verify_node
-
 from support import PASSPHRASE, T0, incident, make_node
 
 
 def _first_response(hours: int = 3) -> FirstResponseGiven:
-    return FirstResponseGiven(responded_at=T0 + timedelta(hours=hours),
-                              responder_role=ResponderRole.PEER_EDUCATOR, responder="lindi")
+    return FirstResponseGiven(
+        responded_at=T0 + timedelta(hours=hours),
+        responder_role=ResponderRole.PEER_EDUCATOR,
+        responder="lindi",
+    )
 
 
 def test_restarted_node_serves_the_same_cases_and_verifies(tmp_path: Path) -> None:
@@ -45,7 +47,10 @@ def test_restarted_node_serves_the_same_cases_and_verifies(tmp_path: Path) -> No
         assert again.cases.states == before
         state, history = again.cases.history(created[0].case_id)
         assert state == before[created[0].case_id]
-        assert [type(e.change).__name__ for e in history] == ["IncidentReported", "FirstResponseGiven"]
+        assert [type(e.change).__name__ for e in history] == [
+            "IncidentReported",
+            "FirstResponseGiven",
+        ]
         assert history[0].change == incident("0")
         assert history[0].recorded_by == "pat"
         assert again.verify().intact
@@ -75,8 +80,11 @@ def test_two_processes_writing_the_same_version_lose_nothing(tmp_path: Path) -> 
         # the first process caught up on the way: it now sees the second's write
         assert first.cases.state(state.case_id).version == 2
         closed = first.cases.record_change(
-            state.case_id, 2, CaseClosed(closed_at=T0 + timedelta(days=1),
-                                         reason=ClosureReason.RESOLVED), "sup")
+            state.case_id,
+            2,
+            CaseClosed(closed_at=T0 + timedelta(days=1), reason=ClosureReason.RESOLVED),
+            "sup",
+        )
         assert closed.version == 3
         assert first.verify().intact
     finally:
@@ -86,8 +94,12 @@ def test_two_processes_writing_the_same_version_lose_nothing(tmp_path: Path) -> 
 
 def test_rule_violation_changes_nothing(node: Node) -> None:
     state = node.cases.report_incident(incident(), "pat")
-    node.cases.record_change(state.case_id, 1, CaseClosed(
-        closed_at=T0 + timedelta(days=1), reason=ClosureReason.RESOLVED), "sup")
+    node.cases.record_change(
+        state.case_id,
+        1,
+        CaseClosed(closed_at=T0 + timedelta(days=1), reason=ClosureReason.RESOLVED),
+        "sup",
+    )
     with pytest.raises(CaseRuleViolation):
         node.cases.record_change(state.case_id, 2, _first_response(), "pat")
     assert node.cases.history(state.case_id)[0].version == 2
@@ -116,7 +128,8 @@ def test_rotation_new_key_signs_old_key_still_verifies(tmp_path: Path) -> None:
             topics = [t for (t,) in db.execute("SELECT topic FROM stored_events ORDER BY rowid")]
             rotation_state = db.execute(
                 "SELECT state FROM stored_events WHERE topic=?",
-                ("handsoff.admin:node_key_rotated/1",)).fetchone()[0]
+                ("handsoff.admin:node_key_rotated/1",),
+            ).fetchone()[0]
         assert topics == ["handsoff.admin:node_initialised/1", "handsoff.admin:node_key_rotated/1"]
         assert kid_hex(unseal(rotation_state, "rotation").kid) == old_kid  # signed by the old key
     finally:
@@ -135,7 +148,8 @@ def test_retired_key_signing_after_rotation_is_detected(tmp_path: Path) -> None:
     with sqlite3.connect(directory / "data" / "cases.sqlite") as db:
         rowid, topic, stored = db.execute(
             "SELECT rowid, topic, state FROM stored_events WHERE originator_id=?",
-            (state.case_id.hex,)).fetchone()
+            (state.case_id.hex,),
+        ).fetchone()
         s = unseal(stored, "test")
         link = link_digest(s.prev, state.case_id, 1, topic, s.body)
         forged = b"\x01" + old_signer.kid + s.prev + old_signer.sign(link) + s.body
@@ -169,9 +183,12 @@ def test_interrupted_rotation_is_finished_on_open(tmp_path: Path) -> None:
 def test_serving_node_holds_the_lock(tmp_path: Path) -> None:
     node = make_node(tmp_path / "node")
     node.close()
-    with exclusive(node.paths), pytest.raises(NodeBusy, match="in use by another process"):
-        with exclusive(node.paths):
-            pass
+    with exclusive(node.paths):
+        second = exclusive(node.paths)
+        with pytest.raises(NodeBusy, match="in use by another process"):
+            second.__enter__()
+    with exclusive(node.paths):  # released again
+        pass
 
 
 def test_init_refuses_an_existing_node(tmp_path: Path) -> None:

@@ -165,6 +165,11 @@ def _check_referral(
     if isinstance(change, ReferralMade):
         if rid in state.referrals:
             raise CaseRuleViolation(f"referral {rid!r} was already made")
+        # Referring shares the survivor's details: only with consent for that organisation.
+        if not state.consents.get((ConsentPurpose.REFERRAL, change.to_organisation), False):
+            raise CaseRuleViolation(
+                f"referral to {change.to_organisation!r} needs the survivor's consent to "
+                "referral to that organisation first")
         return
     if rid not in state.referrals:
         raise CaseRuleViolation(f"referral {rid!r} was never made")
@@ -179,6 +184,8 @@ def _check_referral(
 
 
 def _check_police_report(state: CaseState) -> None:
+    if not state.consents.get((ConsentPurpose.POLICE_REPORT, None), False):
+        raise CaseRuleViolation("a police report needs the survivor's consent to report first")
     # Filing again is allowed after a refusal: survivors are sent to another station.
     if state.police is None:
         return

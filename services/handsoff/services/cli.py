@@ -12,7 +12,13 @@ from pathlib import Path
 import msgspec
 
 from handsoff.events import EventsError
-from handsoff.keys import KdfStrength, KeysError, PassphraseMissing, load_keyring, passphrase_from_env
+from handsoff.keys import (
+    KdfStrength,
+    KeysError,
+    PassphraseMissing,
+    load_keyring,
+    passphrase_from_env,
+)
 from handsoff.services.errors import ServiceError
 from handsoff.services.node.admin import Role
 from handsoff.services.node.config import NodeConfig, NodePaths, PostgresSettings, load_config
@@ -46,18 +52,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.backend == "postgres":
         postgres = PostgresSettings(
             schema=args.pg_schema or f"handsoff_{args.partner.replace('-', '_')}",
-            dbname=args.pg_dbname, host=args.pg_host, port=args.pg_port, user=args.pg_user,
-            password_env=args.pg_password_env)
-    config = _validated(NodeConfig, {
-        "partner": args.partner, "country": args.country, "backend": args.backend,
-        "postgres": msgspec.to_builtins(postgres) if postgres else None,
-        "host": args.host, "port": args.port})
+            dbname=args.pg_dbname,
+            host=args.pg_host,
+            port=args.pg_port,
+            user=args.pg_user,
+            password_env=args.pg_password_env,
+        )
+    config = _validated(
+        NodeConfig,
+        {
+            "partner": args.partner,
+            "country": args.country,
+            "backend": args.backend,
+            "postgres": msgspec.to_builtins(postgres) if postgres else None,
+            "host": args.host,
+            "port": args.port,
+        },
+    )
     node = Node.init(args.dir, config, passphrase(os.environ), KdfStrength(args.kdf))
     try:
         _out(f"initialised node {config.partner} ({config.country}) in {args.dir}")
         _out(f"signing key {node.keyring.current.kid}")
-        _out(f"genesis fingerprint {node.keyring.fingerprint}  (give this to your region's "
-             "coordinators, out of band)")
+        _out(
+            f"genesis fingerprint {node.keyring.fingerprint}  (give this to your region's "
+            "coordinators, out of band)"
+        )
     finally:
         node.close()
     return 0
@@ -128,7 +147,9 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     _out(f"owner {ring.owner}; genesis fingerprint {ring.fingerprint}")
     for r in ring.keys:
         state = "current" if r is ring.current else f"retired {r.retired_at:%Y-%m-%dT%H:%M:%SZ}"
-        _out(f"{r.kid}  {r.public_key.hex()}  activated {r.activated_at:%Y-%m-%dT%H:%M:%SZ}  {state}")
+        _out(
+            f"{r.kid}  {r.public_key.hex()}  activated {r.activated_at:%Y-%m-%dT%H:%M:%SZ}  {state}"
+        )
     return 0
 
 
@@ -158,8 +179,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: VerificationReport) -> None:
-    _out(f"node {report.partner}: keyring {'intact' if report.keyring_intact else 'BROKEN'} "
-         f"({len(report.keys)} key(s))")
+    _out(
+        f"node {report.partner}: keyring {'intact' if report.keyring_intact else 'BROKEN'} "
+        f"({len(report.keys)} key(s))"
+    )
     if report.problem:
         _out(f"  {report.problem}")
     for log in report.logs:
@@ -180,8 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--dir", type=Path, required=True, help="the node directory")
         return parser
 
-    kdf = {"choices": [k.value for k in KdfStrength], "default": KdfStrength.MODERATE.value,
-           "help": "argon2id strength for the key file (interactive for small machines)"}
+    kdf = {
+        "choices": [k.value for k in KdfStrength],
+        "default": KdfStrength.MODERATE.value,
+        "help": "argon2id strength for the key file (interactive for small machines)",
+    }
     init = with_dir(ns.add_parser("init", help="create config, keys and stores"))
     init.add_argument("--partner", required=True, help="partner id, e.g. sisonke-bw")
     init.add_argument("--country", required=True, help="ISO 3166 alpha-2 code, e.g. BW")
@@ -221,8 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=cmd_keys_rotate)
 
     verify = with_dir(ns.add_parser("verify", help="verify every signature and chain link"))
-    verify.add_argument("--trust", metavar="FINGERPRINT",
-                        help="the genesis fingerprint you trust (from `node init`)")
+    verify.add_argument(
+        "--trust",
+        metavar="FINGERPRINT",
+        help="the genesis fingerprint you trust (from `node init`)",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=cmd_verify)
     return p

@@ -1,7 +1,5 @@
 """The node's HTTP API: a command per lifecycle step, case queries, audit, users and keys."""
 
-from __future__ import annotations
-
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,20 +115,30 @@ class _Schemas:
 
     def __init__(self, types: list[Any]) -> None:
         refs, self.components = msgspec.json.schema_components(
-            types, ref_template="#/components/schemas/{name}")
-        self.refs = dict(zip(map(id, types), refs, strict=True))
+            types, ref_template="#/components/schemas/{name}"
+        )
+        self.refs = dict(zip(types, refs, strict=True))
         self._types = types
 
     def of(self, t: Any) -> dict[str, Any]:
-        return dict(self.refs[id(t)])
+        return dict(self.refs[t])
 
 
 def create_app(node: Node) -> FastAPI:
     limit = node.config.max_body_bytes
     updates = {s.path: Update[s.change] for s in STEPS}  # type: ignore[name-defined]
     response_types: list[Any] = [
-        Problem, CaseCreated, views.CaseView, views.CaseDetail, views.CaseList, views.SealList,
-        VerificationReport, list[KeyView], list[UserView], IssuedToken, UserView,
+        Problem,
+        CaseCreated,
+        views.CaseView,
+        views.CaseDetail,
+        views.CaseList,
+        views.SealList,
+        VerificationReport,
+        list[KeyView],
+        list[UserView],
+        IssuedToken,
+        UserView,
     ]
     schemas = _Schemas([IncidentReported, NewUser, *updates.values(), *response_types])
 
@@ -139,21 +147,32 @@ def create_app(node: Node) -> FastAPI:
         version="1",
         description=(
             "A partner node's case records: every change signed, hash-chained and encrypted "
-            "at rest. Personal-data fields carry `x-personal-data: true`."),
+            "at rest. Personal-data fields carry `x-personal-data: true`."
+        ),
     )
     app.state.node = node
 
     def body(t: Any, description: str = "") -> dict[str, Any]:
-        return {"requestBody": {"required": True, "description": description,
-                                "content": {"application/json": {"schema": schemas.of(t)}}}}
+        return {
+            "requestBody": {
+                "required": True,
+                "description": description,
+                "content": {"application/json": {"schema": schemas.of(t)}},
+            }
+        }
 
     def responses(status: int, t: Any, description: str, *errors: int) -> dict[int | str, Any]:
         out: dict[int | str, Any] = {
-            status: {"description": description,
-                     "content": {"application/json": {"schema": schemas.of(t)}}}}
+            status: {
+                "description": description,
+                "content": {"application/json": {"schema": schemas.of(t)}},
+            }
+        }
         for code in (401, 403, 422, *errors):
-            out[code] = {"description": ERRORS.get(code, _ERROR_TEXT.get(code, "Error")),
-                         "content": {"application/json": {"schema": _ref("Problem")}}}
+            out[code] = {
+                "description": ERRORS.get(code, _ERROR_TEXT.get(code, "Error")),
+                "content": {"application/json": {"schema": _ref("Problem")}},
+            }
         return out
 
     _install_error_handlers(app)
@@ -163,13 +182,16 @@ def create_app(node: Node) -> FastAPI:
         return _json({"status": "ok"})
 
     @app.post(
-        "/cases", status_code=201, tags=["cases"], summary="Report an incident (opens a case)",
+        "/cases",
+        status_code=201,
+        tags=["cases"],
+        summary="Report an incident (opens a case)",
         openapi_extra=body(IncidentReported),
         responses=responses(201, CaseCreated, "The new case", 413),
     )
     async def report_incident(
-        change: Annotated[IncidentReported, Depends(body_of(IncidentReported, limit))],
         user: Annotated[User, Depends(require(PARALEGAL_WORK))],
+        change: Annotated[IncidentReported, Depends(body_of(IncidentReported, limit))],
     ) -> Response:
         state = await run_in_threadpool(node.cases.report_incident, change, user.name)
         return _json(CaseCreated(state.case_id, state.version), 201)
@@ -177,8 +199,12 @@ def create_app(node: Node) -> FastAPI:
     for step in STEPS:
         _add_step(app, node, step, updates[step.path], limit, body, responses)
 
-    @app.get("/cases", tags=["cases"], summary="List cases (no personal data)",
-             responses=responses(200, views.CaseList, "A page of case summaries"))
+    @app.get(
+        "/cases",
+        tags=["cases"],
+        summary="List cases (no personal data)",
+        responses=responses(200, views.CaseList, "A page of case summaries"),
+    )
     async def list_cases(
         user: Annotated[User, Depends(require(PARALEGAL_WORK))],
         status: Annotated[views.CaseStatusFilter | None, Query()] = None,
@@ -191,65 +217,104 @@ def create_app(node: Node) -> FastAPI:
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> Response:
-        keep = views.case_filter(status, country, district, violence_type, perpetrator,
-                                 reported_from, reported_to)
+        keep = views.case_filter(
+            status, country, district, violence_type, perpetrator, reported_from, reported_to
+        )
         total, page = await run_in_threadpool(node.cases.list_cases, keep, offset, limit)
         return _json(views.CaseList(total, offset, limit, [views.summary(s) for s in page]))
 
-    @app.get("/cases/{case_id}", tags=["cases"], summary="One case with its full history",
-             responses=responses(200, views.CaseDetail, "The case", 404))
+    @app.get(
+        "/cases/{case_id}",
+        tags=["cases"],
+        summary="One case with its full history",
+        responses=responses(200, views.CaseDetail, "The case", 404),
+    )
     async def get_case(
-        case_id: UUID, user: Annotated[User, Depends(require(PARALEGAL_WORK))],
+        case_id: UUID,
+        user: Annotated[User, Depends(require(PARALEGAL_WORK))],
     ) -> Response:
         state, history = await run_in_threadpool(node.cases.history, case_id)
         return _json(views.detail(state, history))
 
-    @app.get("/cases/{case_id}/seals", tags=["audit"],
-             summary="Signatures and chain links of one case, verified (no case data)",
-             responses=responses(200, views.SealList, "Seals", 404))
+    @app.get(
+        "/cases/{case_id}/seals",
+        tags=["audit"],
+        summary="Signatures and chain links of one case, verified (no case data)",
+        responses=responses(200, views.SealList, "Seals", 404),
+    )
     async def get_seals(case_id: UUID, user: Annotated[User, Depends(require(AUDIT))]) -> Response:
         seals = await run_in_threadpool(node.cases.seals, case_id)
         return _json(views.SealList(case_id, seals))
 
-    @app.get("/verification", tags=["audit"], summary="Verify every log of the node now",
-             responses=responses(200, VerificationReport, "The verification report"))
+    @app.get(
+        "/verification",
+        tags=["audit"],
+        summary="Verify every log of the node now",
+        responses=responses(200, VerificationReport, "The verification report"),
+    )
     async def verification(user: Annotated[User, Depends(require(AUDIT))]) -> Response:
         report = await run_in_threadpool(node.verify)
         return _json(report)
 
-    @app.get("/keys", tags=["keys"], summary="The node's public keys, oldest first",
-             responses=responses(200, list[KeyView], "Public keys"))
+    @app.get(
+        "/keys",
+        tags=["keys"],
+        summary="The node's public keys, oldest first",
+        responses=responses(200, list[KeyView], "Public keys"),
+    )
     async def keys(user: Annotated[User, Depends(require(KEY_READERS))]) -> Response:
         return _json(views.key_views(node.keyring))
 
-    @app.post("/keys/rotate", tags=["keys"], summary="Rotate the node's signing key",
-              responses=responses(200, list[KeyView], "Public keys after the rotation", 503))
-    async def rotate(request: Request,
-                     user: Annotated[User, Depends(require(ADMINISTRATION))]) -> Response:
+    @app.post(
+        "/keys/rotate",
+        tags=["keys"],
+        summary="Rotate the node's signing key",
+        responses=responses(200, list[KeyView], "Public keys after the rotation", 503),
+    )
+    async def rotate(
+        request: Request, user: Annotated[User, Depends(require(ADMINISTRATION))]
+    ) -> Response:
         passphrase = request.app.state.passphrase
         if passphrase is None:
             return _problem(503, "this server was started without its passphrase")
         await run_in_threadpool(node.rotate_key, passphrase, user.name)
         return _json(views.key_views(node.keyring))
 
-    @app.get("/users", tags=["users"], summary="The node's users (no tokens)",
-             responses=responses(200, list[UserView], "Users"))
+    @app.get(
+        "/users",
+        tags=["users"],
+        summary="The node's users (no tokens)",
+        responses=responses(200, list[UserView], "Users"),
+    )
     async def users(user: Annotated[User, Depends(require(ADMINISTRATION))]) -> Response:
         await run_in_threadpool(node.admin.refresh)
         return _json([UserView(u.name, u.role, u.active) for u in node.admin.users.values()])
 
-    @app.post("/users", status_code=201, tags=["users"], summary="Add a user; the token is shown once",
-              openapi_extra=body(NewUser),
-              responses=responses(201, IssuedToken, "The new user's token", 409, 413))
-    async def add_user(new: Annotated[NewUser, Depends(body_of(NewUser, limit))],
-                       user: Annotated[User, Depends(require(ADMINISTRATION))]) -> Response:
+    @app.post(
+        "/users",
+        status_code=201,
+        tags=["users"],
+        summary="Add a user; the token is shown once",
+        openapi_extra=body(NewUser),
+        responses=responses(201, IssuedToken, "The new user's token", 409, 413),
+    )
+    async def add_user(
+        user: Annotated[User, Depends(require(ADMINISTRATION))],
+        new: Annotated[NewUser, Depends(body_of(NewUser, limit))],
+    ) -> Response:
         token = await run_in_threadpool(node.admin.add_user, new.name, new.role, user.name)
         return _json(IssuedToken(new.name, new.role, token), 201)
 
-    @app.delete("/users/{name}", tags=["users"], summary="Revoke a user's token",
-                responses=responses(200, UserView, "The revoked user", 404))
-    async def revoke_user(name: Annotated[str, views.USER_NAME_PATH],
-                          user: Annotated[User, Depends(require(ADMINISTRATION))]) -> Response:
+    @app.delete(
+        "/users/{name}",
+        tags=["users"],
+        summary="Revoke a user's token",
+        responses=responses(200, UserView, "The revoked user", 404),
+    )
+    async def revoke_user(
+        name: Annotated[str, views.USER_NAME_PATH],
+        user: Annotated[User, Depends(require(ADMINISTRATION))],
+    ) -> Response:
         await run_in_threadpool(node.admin.revoke_user, name, user.name)
         revoked = node.admin.users[name]
         return _json(UserView(revoked.name, revoked.role, revoked.active))
@@ -267,19 +332,23 @@ _ERROR_TEXT = {
 }
 
 
-def _add_step(app: FastAPI, node: Node, step: Step, update_type: Any, limit: int,
-              body: Any, responses: Any) -> None:
+def _add_step(
+    app: FastAPI, node: Node, step: Step, update_type: Any, limit: int, body: Any, responses: Any
+) -> None:
     async def record(
         case_id: UUID,
-        update: Annotated[Any, Depends(body_of(update_type, limit))],
         user: Annotated[User, Depends(require(step.roles))],
+        update: Annotated[Any, Depends(body_of(update_type, limit))],
     ) -> Response:
         state = await run_in_threadpool(
-            node.cases.record_change, case_id, update.expected_version, update.change, user.name)
+            node.cases.record_change, case_id, update.expected_version, update.change, user.name
+        )
         return _json(views.case_view(state))
 
     app.post(
-        f"/cases/{{case_id}}/{step.path}", tags=["cases"], summary=step.summary,
+        f"/cases/{{case_id}}/{step.path}",
+        tags=["cases"],
+        summary=step.summary,
         operation_id=f"record_{step.path.replace('-', '_')}",
         openapi_extra=body(update_type),
         responses=responses(200, views.CaseView, "The case after the change", 404, 409, 413),
@@ -343,8 +412,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _openapi(app: FastAPI, schemas: _Schemas) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
-    doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                      routes=app.routes)
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
     components = doc.setdefault("components", {}).setdefault("schemas", {})
     components.update(schemas.components)
     # Parameter errors are answered with Problem, not FastAPI's HTTPValidationError.

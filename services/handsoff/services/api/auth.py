@@ -1,7 +1,5 @@
 """Bearer tokens and roles. 401 when the token is missing or wrong, 403 for the wrong role."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 
 from fastapi import Request

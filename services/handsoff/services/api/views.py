@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any, cast
 from uuid import UUID
 
 import msgspec
@@ -19,8 +19,8 @@ from handsoff.events import (
     PerpetratorCategory,
     ViolenceType,
 )
-from handsoff.events.state import CourtCase, IncidentSummary, PoliceReport, Referral
 from handsoff.events.codes import CaseStatus, ResponderRole
+from handsoff.events.state import CourtCase, IncidentSummary, PoliceReport, Referral
 from handsoff.keys import Keyring
 from handsoff.services.api.bodies import KeyView
 from handsoff.services.node.admin import UserName
@@ -88,26 +88,41 @@ class SealList(msgspec.Struct, frozen=True):
 def case_view(s: CaseState) -> CaseView:
     consents = [Consent(p, org, given) for (p, org), given in s.consents.items()]
     return CaseView(
-        case_id=s.case_id, version=s.version, status=s.status, incident=s.incident,
-        reported_at=s.reported_at, first_response_at=s.first_response_at,
-        first_response_role=s.first_response_role, referrals=dict(s.referrals),
-        police=s.police, court=s.court, consents=consents, closed_at=s.closed_at,
-        closed_reason=s.closed_reason.value if s.closed_reason else None)
+        case_id=s.case_id,
+        version=s.version,
+        status=s.status,
+        incident=s.incident,
+        reported_at=s.reported_at,
+        first_response_at=s.first_response_at,
+        first_response_role=s.first_response_role,
+        referrals=dict(s.referrals),
+        police=s.police,
+        court=s.court,
+        consents=consents,
+        closed_at=s.closed_at,
+        closed_reason=s.closed_reason.value if s.closed_reason else None,
+    )
 
 
 summary = case_view
 
 
 def detail(state: CaseState, history: list[Recorded]) -> CaseDetail:
-    entries = [HistoryEntry(r.originator_version, r.recorded_at, r.recorded_by,
-                            r.change) for r in history]  # type: ignore[arg-type]
+    entries = [
+        HistoryEntry(r.originator_version, r.recorded_at, r.recorded_by, cast(CaseChange, r.change))
+        for r in history
+    ]
     return CaseDetail(case_view(state), entries)
 
 
 def case_filter(
-    status: CaseStatusFilter | None, country: Country | None, district: str | None,
-    violence_type: ViolenceType | None, perpetrator: PerpetratorCategory | None,
-    reported_from: datetime | None, reported_to: datetime | None,
+    status: CaseStatusFilter | None,
+    country: Country | None,
+    district: str | None,
+    violence_type: ViolenceType | None,
+    perpetrator: PerpetratorCategory | None,
+    reported_from: datetime | None,
+    reported_to: datetime | None,
 ) -> Callable[[CaseState], bool]:
     tests: list[Callable[[CaseState], bool]] = []
     if status is not None:
@@ -137,9 +152,16 @@ def _after(t: datetime, bound: datetime) -> bool:
 
 
 def key_views(ring: Keyring) -> list[KeyView]:
-    return [KeyView(r.kid, r.public_key.hex(), r.activated_at.isoformat(),
-                    r.retired_at.isoformat() if r.retired_at else None, r.predecessor)
-            for r in ring.keys]
+    return [
+        KeyView(
+            r.kid,
+            r.public_key.hex(),
+            r.activated_at.isoformat(),
+            r.retired_at.isoformat() if r.retired_at else None,
+            r.predecessor,
+        )
+        for r in ring.keys
+    ]
 
 
 __all__: list[Any] = []

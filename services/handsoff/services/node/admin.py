@@ -22,7 +22,7 @@ from handsoff.services.node.store import Recorded, SealedApplication
 UTCDateTime = Annotated[datetime, msgspec.Meta(tz=True)]
 UserName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 _NAMESPACE = UUID("6c1f3a52-27a4-4d0e-9a57-0f4f2b7d8e11")  # pinned: ids below derive from it
-TOKEN_PREFIX = "hx_"
+TOKEN_PREFIX = "hx_"  # noqa: S105 (a prefix, not a secret)
 
 
 class Role(StrEnum):
@@ -32,8 +32,13 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-class NodeInitialised(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type",
-                      tag="node_initialised/1"):
+class NodeInitialised(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+    tag="node_initialised/1",
+):
     partner: str
     country: str
     genesis_kid: str
@@ -41,8 +46,13 @@ class NodeInitialised(msgspec.Struct, frozen=True, forbid_unknown_fields=True, t
     initialised_at: UTCDateTime
 
 
-class NodeKeyRotated(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type",
-                     tag="node_key_rotated/1"):
+class NodeKeyRotated(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+    tag="node_key_rotated/1",
+):
     old_kid: str
     new_kid: str
     new_public_key: bytes
@@ -50,16 +60,18 @@ class NodeKeyRotated(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ta
     endorsement: bytes  # the old key's signature over the rotation statement
 
 
-class UserAdded(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type",
-                tag="user_added/1"):
+class UserAdded(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="user_added/1"
+):
     name: UserName
     role: Role
     token_hash: str
     added_at: UTCDateTime
 
 
-class UserRevoked(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type",
-                  tag="user_revoked/1"):
+class UserRevoked(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="user_revoked/1"
+):
     name: UserName
     revoked_at: UTCDateTime
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 from uuid import UUID, uuid4
 
 import msgspec
@@ -57,8 +58,10 @@ class CaseLog(SealedApplication):
         self.catch_up(self._apply)
 
     def _apply(self, rec: Recorded) -> None:
+        change = cast(CaseChange, rec.change)  # the topic registry only yields case changes
         self.states[rec.originator_id] = apply(
-            self.states.get(rec.originator_id), rec.originator_id, rec.change)  # type: ignore[arg-type]
+            self.states.get(rec.originator_id), rec.originator_id, change
+        )
 
     def report_incident(self, change: IncidentReported, by: str) -> CaseState:
         with self.lock:
@@ -66,8 +69,9 @@ class CaseLog(SealedApplication):
             check(None, change)
             return self._write(uuid4(), 1, change, by)
 
-    def record_change(self, case_id: UUID, expected_version: int, change: CaseChange,
-                      by: str) -> CaseState:
+    def record_change(
+        self, case_id: UUID, expected_version: int, change: CaseChange, by: str
+    ) -> CaseState:
         """Appends one change; StaleCase if the caller's view is not the current version."""
         with self.lock:
             self.refresh()
@@ -78,7 +82,7 @@ class CaseLog(SealedApplication):
             return self._write(case_id, state.version + 1, change, by)
 
     def _write(self, case_id: UUID, version: int, change: CaseChange, by: str) -> CaseState:
-        rec = Recorded(case_id, version, datetime.now(UTC), by, change)  # type: ignore[arg-type]
+        rec = Recorded(case_id, version, datetime.now(UTC), by, change)
         try:
             recordings = self.record([rec])
         except IntegrityError:  # another process wrote this version first
@@ -103,8 +107,9 @@ class CaseLog(SealedApplication):
             raise CaseNotFound(case_id)
         return fold(case_id, [e.change for e in events]), events  # type: ignore[misc]
 
-    def list_cases(self, keep: Callable[[CaseState], bool], offset: int,
-                   limit: int) -> tuple[int, list[CaseState]]:
+    def list_cases(
+        self, keep: Callable[[CaseState], bool], offset: int, limit: int
+    ) -> tuple[int, list[CaseState]]:
         with self.lock:
             self.refresh()
             matching = [s for s in self.states.values() if keep(s)]
@@ -123,13 +128,22 @@ class CaseLog(SealedApplication):
                 continue
             problem = None
             try:
-                follower.check(Notification(s.originator_id, s.originator_version, s.topic,
-                                            s.state, 0))
+                follower.check(
+                    Notification(s.originator_id, s.originator_version, s.topic, s.state, 0)
+                )
             except TamperedEvent as e:
                 problem = e.reason
-            infos.append(SealInfo(s.originator_version, s.topic, sealed.kid.hex(),
-                                  sealed.prev.hex(), sealed.signature.hex(), problem is None,
-                                  problem))
+            infos.append(
+                SealInfo(
+                    s.originator_version,
+                    s.topic,
+                    sealed.kid.hex(),
+                    sealed.prev.hex(),
+                    sealed.signature.hex(),
+                    problem is None,
+                    problem,
+                )
+            )
         if not infos:
             raise CaseNotFound(case_id)
         return infos

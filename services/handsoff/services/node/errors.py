@@ -38,7 +38,9 @@ class StaleCase(NodeError):
         self.actual = actual
 
 
-def event_ref(app: str, originator_id: UUID | str, version: int, notification_id: int | None = None) -> str:
+def event_ref(
+    app: str, originator_id: UUID | str, version: int, notification_id: int | None = None
+) -> str:
     """How every message names one stored event."""
     where = f"{app} event {originator_id} v{version}"
     return f"{where} (notification {notification_id})" if notification_id is not None else where

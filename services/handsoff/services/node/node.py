@@ -12,8 +12,8 @@ from typing import IO
 
 from handsoff.keys import (
     KdfStrength,
-    Keyring,
     KeyRecord,
+    Keyring,
     NodeSecrets,
     SigningKey,
     load_keyring,
@@ -42,8 +42,15 @@ class NodeBusy(NodeError):
 class Node:
     """Everything one partner's node needs, built once at the entry point and passed down."""
 
-    def __init__(self, paths: NodePaths, config: NodeConfig, secrets: NodeSecrets,
-                 keyring: Keyring, *, signing: bool = True) -> None:
+    def __init__(
+        self,
+        paths: NodePaths,
+        config: NodeConfig,
+        secrets: NodeSecrets,
+        keyring: Keyring,
+        *,
+        signing: bool = True,
+    ) -> None:
         self.paths = paths
         self.config = config
         self._secrets = secrets
@@ -52,7 +59,8 @@ class Node:
         if keyring.current.kid != _kid(self.signer):
             raise ConfigError(
                 f"the key file's signing key {_kid(self.signer)} is not the keyring's current "
-                f"key {keyring.current.kid}: was a key rotation interrupted?")
+                f"key {keyring.current.kid}: was a key rotation interrupted?"
+            )
         paths.data.mkdir(parents=True, exist_ok=True)
         if config.backend == "postgres" and config.postgres is not None:
             ensure_postgres_schema(config.postgres)
@@ -72,8 +80,13 @@ class Node:
         return cls(paths, config, secrets, keyring)
 
     @classmethod
-    def init(cls, directory: Path, config: NodeConfig, passphrase: bytes,
-             strength: KdfStrength = KdfStrength.MODERATE) -> Node:
+    def init(
+        cls,
+        directory: Path,
+        config: NodeConfig,
+        passphrase: bytes,
+        strength: KdfStrength = KdfStrength.MODERATE,
+    ) -> Node:
         paths = NodePaths(directory)
         if paths.config.exists():
             raise ConfigError(f"{directory} already holds a node (node.json exists)")
@@ -87,20 +100,26 @@ class Node:
         save_keyring(paths.keyring, keyring)
         save_config(paths, config)
         node = cls(paths, config, secrets, keyring)
-        node.admin.initialise(NodeInitialised(
-            config.partner, config.country, keyring.current.kid, signer.public_key, now))
+        node.admin.initialise(
+            NodeInitialised(
+                config.partner, config.country, keyring.current.kid, signer.public_key, now
+            )
+        )
         return node
 
-    def rotate_key(self, passphrase: bytes, by: str,
-                   strength: KdfStrength = KdfStrength.MODERATE) -> KeyRecord:
+    def rotate_key(
+        self, passphrase: bytes, by: str, strength: KdfStrength = KdfStrength.MODERATE
+    ) -> KeyRecord:
         """New key signs from now on; the rotation is recorded, signed by the old key."""
         new = SigningKey.generate()
         now = datetime.now(UTC)
         ring, statement, endorsement = self.keyring.rotated(self.signer, new, now)
         pending = self.paths.pending_key_file
         write_key_file(pending, self._secrets.with_signing_key(new), passphrase, strength)
-        self.admin.key_rotated(NodeKeyRotated(
-            statement.old_kid, statement.new_kid, new.public_key, now, endorsement), by)
+        self.admin.key_rotated(
+            NodeKeyRotated(statement.old_kid, statement.new_kid, new.public_key, now, endorsement),
+            by,
+        )
         save_keyring(self.paths.keyring, ring)
         os.replace(pending, self.paths.key_file)
         self._secrets = self._secrets.with_signing_key(new)
@@ -146,7 +165,8 @@ def exclusive(paths: NodePaths) -> Iterator[IO[str]]:
         except BlockingIOError:
             raise NodeBusy(
                 f"node {paths.root} is in use by another process (is `handsoff node serve` "
-                "running?); stop it first, or rotate keys through the admin API") from None
+                "running?); stop it first, or rotate keys through the admin API"
+            ) from None
         try:
             yield f
         finally:

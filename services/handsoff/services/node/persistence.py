@@ -56,7 +56,9 @@ def ensure_postgres_schema(pg: PostgresSettings) -> None:
             connect_timeout=5,
             autocommit=True,
         ) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(pg.schema)))
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(pg.schema))
+            )
     except psycopg.Error as e:
         raise StoreUnavailable(f"PostgreSQL at {pg.host}:{pg.port}/{pg.dbname}: {e}") from None
 

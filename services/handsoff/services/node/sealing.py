@@ -35,7 +35,9 @@ class Seal(NamedTuple):
     body: bytes
 
 
-def link_digest(prev: bytes, originator_id: UUID | str, version: int, topic: str, body: bytes) -> bytes:
+def link_digest(
+    prev: bytes, originator_id: UUID | str, version: int, topic: str, body: bytes
+) -> bytes:
     h = hashlib.blake2b(digest_size=LINK_LEN, person=_PERSON)
     oid = str(originator_id).encode()
     t = topic.encode()
@@ -48,7 +50,12 @@ def link_digest(prev: bytes, originator_id: UUID | str, version: int, topic: str
 
 
 def seal(
-    signer: SigningKey, prev: bytes, originator_id: UUID | str, version: int, topic: str, body: bytes
+    signer: SigningKey,
+    prev: bytes,
+    originator_id: UUID | str,
+    version: int,
+    topic: str,
+    body: bytes,
 ) -> tuple[bytes, bytes]:
     """Returns (stored state, link) for a new event."""
     link = link_digest(prev, originator_id, version, topic, body)

@@ -75,8 +75,14 @@ class SealingMapper(Mapper[UUID]):
     """Encrypts and decodes bodies; sealing itself needs the chain head (see SealedEventStore)."""
 
     def __init__(
-        self, app_name: str, topics: TopicRegistry, data_key: bytes, keyring: Keyring,
-        signer: SigningKey, *, signing: bool = True,
+        self,
+        app_name: str,
+        topics: TopicRegistry,
+        data_key: bytes,
+        keyring: Keyring,
+        signer: SigningKey,
+        *,
+        signing: bool = True,
     ) -> None:
         super().__init__(transcoder=_Unused())
         self.app_name = app_name
@@ -91,8 +97,11 @@ class SealingMapper(Mapper[UUID]):
     def seal_event(self, event: Recorded, prev: bytes) -> tuple[StoredEvent, bytes]:
         topic = self.topics.topic_of(type(event.change))
         plain = self._encoder.encode(
-            {"recorded_at": event.recorded_at, "recorded_by": event.recorded_by,
-             "change": event.change}
+            {
+                "recorded_at": event.recorded_at,
+                "recorded_by": event.recorded_by,
+                "change": event.change,
+            }
         )
         body = bytes(self.box.encrypt(plain))
         signer = self.signer if self.signing else _NullSigner(self.signer)
@@ -103,7 +112,9 @@ class SealingMapper(Mapper[UUID]):
         raise NotImplementedError("sealed events need their chain head: use SealedEventStore.put")
 
     def to_domain_event(self, stored_event: StoredEvent) -> Recorded:
-        where = event_ref(self.app_name, stored_event.originator_id, stored_event.originator_version)
+        where = event_ref(
+            self.app_name, stored_event.originator_id, stored_event.originator_version
+        )
         body = unseal(stored_event.state, where).body
         return self.open_body(stored_event, body, where)
 
@@ -115,8 +126,14 @@ class SealingMapper(Mapper[UUID]):
         change_type = self.topics.change_type_of(stored.topic)
         decoded = msgspec.json.decode(plain, type=_Body)
         change = self._decoder(change_type).decode(decoded.change)
-        oid = stored.originator_id if isinstance(stored.originator_id, UUID) else UUID(stored.originator_id)
-        return Recorded(oid, stored.originator_version, decoded.recorded_at, decoded.recorded_by, change)
+        oid = (
+            stored.originator_id
+            if isinstance(stored.originator_id, UUID)
+            else UUID(stored.originator_id)
+        )
+        return Recorded(
+            oid, stored.originator_version, decoded.recorded_at, decoded.recorded_by, change
+        )
 
     def _decoder(self, change_type: type) -> msgspec.json.Decoder[Any]:
         try:
@@ -156,7 +173,8 @@ class SealedEventStore(EventStore[UUID]):
             if event.originator_version != version + 1:
                 raise NodeError(
                     f"{event_ref(self.mapper.app_name, oid, event.originator_version)}: "
-                    f"chain head is version {version}; catch up before writing")
+                    f"chain head is version {version}; catch up before writing"
+                )
             s, new_link = self.mapper.seal_event(event, prev)
             stored.append(s)
             links.append(new_link)
@@ -164,7 +182,9 @@ class SealedEventStore(EventStore[UUID]):
         ids = self.recorder.insert_events(stored, **kwargs) or []
         # Our own writes need no re-verification, but only if nobody wrote in between:
         # otherwise the next catch_up reads (and verifies) them in log order.
-        contiguous = list(ids) == list(range(self.follower.position + 1, self.follower.position + 1 + len(ids)))
+        contiguous = list(ids) == list(
+            range(self.follower.position + 1, self.follower.position + 1 + len(ids))
+        )
         recordings = []
         for d, s, link, n_id in zip(domain_events, stored, links, ids, strict=True):
             if contiguous:
@@ -173,13 +193,21 @@ class SealedEventStore(EventStore[UUID]):
             recordings.append(Recording(d, n))
         return recordings
 
-    def get(self, originator_id: UUID, *, gt: int | None = None, lte: int | None = None,
-            desc: bool = False, limit: int | None = None) -> Iterator[Recorded]:
+    def get(
+        self,
+        originator_id: UUID,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Recorded]:
         """All events of one aggregate, each signature and link checked."""
         if gt or lte or desc or limit:
             raise NotImplementedError("sealed aggregates are read whole, so the chain is checked")
-        follower = ChainFollower(self.mapper.app_name, self.mapper.keyring,
-                                 verify_signatures=self.mapper.signing)
+        follower = ChainFollower(
+            self.mapper.app_name, self.mapper.keyring, verify_signatures=self.mapper.signing
+        )
         for s in self.recorder.select_events(originator_id):
             n = Notification(s.originator_id, s.originator_version, s.topic, s.state, 0)
             where = event_ref(self.mapper.app_name, s.originator_id, s.originator_version)
@@ -192,8 +220,9 @@ class SealedApplication(Application[UUID]):
 
     topics: ClassVar[TopicRegistry]
 
-    def __init__(self, env: dict[str, str], secrets: NodeSecrets, keyring: Keyring,
-                 *, signing: bool = True) -> None:
+    def __init__(
+        self, env: dict[str, str], secrets: NodeSecrets, keyring: Keyring, *, signing: bool = True
+    ) -> None:
         self._secrets = secrets
         self._keyring = keyring
         self._signing = signing
@@ -206,8 +235,14 @@ class SealedApplication(Application[UUID]):
         return Environment(name, dict(env or {}))
 
     def construct_mapper(self) -> SealingMapper:
-        return SealingMapper(self.name, self.topics, self._secrets.data_key, self._keyring,
-                             self._secrets.signing_key(), signing=self._signing)
+        return SealingMapper(
+            self.name,
+            self.topics,
+            self._secrets.data_key,
+            self._keyring,
+            self._secrets.signing_key(),
+            signing=self._signing,
+        )
 
     def construct_event_store(self) -> SealedEventStore:
         assert isinstance(self.mapper, SealingMapper)
@@ -237,7 +272,8 @@ class SealedApplication(Application[UUID]):
         with self.lock:
             while True:
                 page = self.recorder.select_notifications(
-                    start=self.follower.position, limit=PAGE, inclusive_of_start=False)
+                    start=self.follower.position, limit=PAGE, inclusive_of_start=False
+                )
                 if not page:
                     return seen
                 for n in page:
@@ -257,7 +293,9 @@ def verify_application_log(app: SealedApplication) -> ChainFollower:
     follower = ChainFollower(app.name, app.sealing.keyring)
     position = 0
     while True:
-        page = app.recorder.select_notifications(start=position, limit=PAGE, inclusive_of_start=False)
+        page = app.recorder.select_notifications(
+            start=position, limit=PAGE, inclusive_of_start=False
+        )
         if not page:
             return follower
         follower.check_all(page)

@@ -38,7 +38,10 @@ class VerificationReport(msgspec.Struct, frozen=True):
 
 
 def verify_log(
-    config: NodeConfig, data_dir: Path, app_name: str, keyring: Keyring,
+    config: NodeConfig,
+    data_dir: Path,
+    app_name: str,
+    keyring: Keyring,
     progress: Callable[[int], None] | None = None,
 ) -> LogReport:
     recorder = application_recorder(store_env(config, data_dir, app_name), app_name)
@@ -46,7 +49,8 @@ def verify_log(
     try:
         while True:
             page = recorder.select_notifications(
-                start=follower.position, limit=PAGE, inclusive_of_start=False)
+                start=follower.position, limit=PAGE, inclusive_of_start=False
+            )
             if not page:
                 break
             follower.check_all(page)
@@ -60,7 +64,10 @@ def verify_log(
 
 
 def verify_node(
-    config: NodeConfig, data_dir: Path, keyring: Keyring, expected_fingerprint: str | None = None,
+    config: NodeConfig,
+    data_dir: Path,
+    keyring: Keyring,
+    expected_fingerprint: str | None = None,
 ) -> VerificationReport:
     keys = [r.kid for r in keyring.keys]
     try:
@@ -68,7 +75,8 @@ def verify_node(
         if expected_fingerprint is not None and keyring.fingerprint != expected_fingerprint:
             raise VerificationError(
                 f"keyring's genesis key has fingerprint {keyring.fingerprint}, "
-                f"not the trusted {expected_fingerprint}")
+                f"not the trusted {expected_fingerprint}"
+            )
         if keyring.owner != config.partner:
             raise VerificationError(f"keyring belongs to {keyring.owner}, not {config.partner}")
     except KeysError as e:
