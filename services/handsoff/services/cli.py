@@ -193,6 +193,40 @@ def _print_report(report: VerificationReport) -> None:
     _out("verified: intact" if report.intact else "verification FAILED")
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from handsoff.services.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(seed=args.seed, incidents=args.incidents,
+                                serve=not args.no_serve, directory=args.dir, port=args.port))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from handsoff.events import CaseClosed, ConsentCorrected, Country
+    from handsoff.services.api.app import STEPS
+    from handsoff.services.client import NodeClient
+    from handsoff.services.simulate import StoryTeller
+
+    token = os.environ.get(args.token_env)
+    if not token:
+        raise CliError(f"set {args.token_env} to a paralegal's or supervisor's API token")
+    client = NodeClient(args.url, token)
+    step_of = {s.change: s.path for s in STEPS}
+    start = datetime.now(UTC) - timedelta(days=365)
+    teller = StoryTeller(args.seed, Country(args.country), start)
+    recorded = 0
+    for story in teller.stories(args.incidents):
+        case_id, version = client.report(story.incident)
+        for change in story.changes:
+            if isinstance(change, CaseClosed | ConsentCorrected) and not args.supervisor:
+                continue  # a paralegal's token may not close cases
+            version = client.record(case_id, version, step_of[type(change)], change)
+        recorded += 1
+    _out(f"recorded {recorded} synthetic incidents at {args.url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="handsoff", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -254,6 +288,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=cmd_verify)
+
+    demo = sub.add_parser("demo", help="run a node on this machine and feed it synthetic cases")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--incidents", type=int, default=200)
+    demo.add_argument("--no-serve", action="store_true", help="run, print, verify and exit")
+    demo.add_argument("--dir", type=Path, help="keep the demo's node here (default: temporary)")
+    demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("simulate", help="feed synthetic cases to a running node's API")
+    sim.add_argument("--url", required=True, help="the node's API, e.g. http://127.0.0.1:8600")
+    sim.add_argument("--token-env", default="HANDSOFF_TOKEN",
+                     help="variable holding the API token (default HANDSOFF_TOKEN)")
+    sim.add_argument("--incidents", type=int, default=50)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--country", default="BW", choices=["BW", "MZ", "NA", "ZA", "ZW"])
+    sim.add_argument("--supervisor", action="store_true",
+                     help="the token is a supervisor's: also close cases")
+    sim.set_defaults(func=cmd_simulate)
     return p
 
 
