@@ -9,7 +9,7 @@ step and then take that step over HTTP.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -100,36 +100,56 @@ def changes(marker: str) -> dict[str, Any]:
     h = timedelta(hours=1)
     return {
         "first-response": FirstResponseGiven(
-            responded_at=T0 + 3 * h, responder_role=ResponderRole.PEER_EDUCATOR,
-            responder=f"Responder {marker}"),
+            responded_at=T0 + 3 * h,
+            responder_role=ResponderRole.PEER_EDUCATOR,
+            responder=f"Responder {marker}",
+        ),
         "consent-given": ConsentGiven(
-            purpose=ConsentPurpose.REFERRAL, organisation=ORG, given_at=T0 + 3 * h),
+            purpose=ConsentPurpose.REFERRAL, organisation=ORG, given_at=T0 + 3 * h
+        ),
         "referral-made": ReferralMade(
-            referral_id=REFERRAL_ID, service=ServiceType.LEGAL_AID, made_at=T0 + 4 * h,
-            to_organisation=ORG, note=f"Referral note {marker}"),
+            referral_id=REFERRAL_ID,
+            service=ServiceType.LEGAL_AID,
+            made_at=T0 + 4 * h,
+            to_organisation=ORG,
+            note=f"Referral note {marker}",
+        ),
         "referral-accepted": ReferralAccepted(referral_id=REFERRAL_ID, accepted_at=T0 + 5 * h),
         "referral-declined": ReferralDeclined(
-            referral_id=REFERRAL_ID, declined_at=T0 + 5 * h,
-            reason=ReferralDeclineReason.SERVICE_UNAVAILABLE),
+            referral_id=REFERRAL_ID,
+            declined_at=T0 + 5 * h,
+            reason=ReferralDeclineReason.SERVICE_UNAVAILABLE,
+        ),
         "referral-completed": ReferralCompleted(
-            referral_id=REFERRAL_ID, completed_at=T0 + 30 * 24 * h,
-            outcome=ReferralOutcome.SERVICE_RECEIVED),
+            referral_id=REFERRAL_ID,
+            completed_at=T0 + 30 * 24 * h,
+            outcome=ReferralOutcome.SERVICE_RECEIVED,
+        ),
         "police-consent": ConsentGiven(purpose=ConsentPurpose.POLICE_REPORT, given_at=T0 + 5 * h),
         "police-report": PoliceReportFiled(filed_at=T0 + 6 * h, district="BW-Gaborone"),
         "police-response": PoliceResponded(
-            responded_at=T0 + 7 * h, response=PoliceResponse.ACCEPTED_CASE_NUMBER_GIVEN,
-            case_number=f"CR {marker}"),
+            responded_at=T0 + 7 * h,
+            response=PoliceResponse.ACCEPTED_CASE_NUMBER_GIVEN,
+            case_number=f"CR {marker}",
+        ),
         "court-case": CourtCaseOpened(
-            opened_at=T0 + 60 * 24 * h, district="BW-Gaborone", strategic_litigation=True),
-        "court-judgment": CourtJudgmentGiven(judged_at=T0 + 200 * 24 * h,
-                                             judgment=CourtJudgment.WON),
+            opened_at=T0 + 60 * 24 * h, district="BW-Gaborone", strategic_litigation=True
+        ),
+        "court-judgment": CourtJudgmentGiven(
+            judged_at=T0 + 200 * 24 * h, judgment=CourtJudgment.WON
+        ),
         "court-withdrawal": CourtCaseWithdrawn(
-            withdrawn_at=T0 + 100 * 24 * h, reason=CourtWithdrawalReason.FEAR_OF_RETALIATION),
+            withdrawn_at=T0 + 100 * 24 * h, reason=CourtWithdrawalReason.FEAR_OF_RETALIATION
+        ),
         "consent-withdrawn": ConsentWithdrawn(
-            purpose=ConsentPurpose.REFERRAL, organisation=ORG, withdrawn_at=T0 + 8 * h),
+            purpose=ConsentPurpose.REFERRAL, organisation=ORG, withdrawn_at=T0 + 8 * h
+        ),
         "consent-correction": ConsentCorrected(
-            purpose=ConsentPurpose.REGIONAL_STATISTICS, given=True, corrected_at=T0 + 8 * h,
-            reason=ConsentCorrectionReason.RECORDED_IN_ERROR),
+            purpose=ConsentPurpose.REGIONAL_STATISTICS,
+            given=True,
+            corrected_at=T0 + 8 * h,
+            reason=ConsentCorrectionReason.RECORDED_IN_ERROR,
+        ),
         "close": CaseClosed(closed_at=T0 + 300 * 24 * h, reason=ClosureReason.RESOLVED),
     }
 
@@ -137,9 +157,19 @@ def changes(marker: str) -> dict[str, Any]:
 # Every step of a case's life, in an order the rules allow, on one case (the court case is
 # judged here; withdrawal needs a case of its own).
 FULL_LIFE = (
-    "first-response", "consent-given", "referral-made", "referral-accepted",
-    "referral-completed", "police-consent", "police-report", "police-response", "court-case",
-    "court-judgment", "consent-withdrawn", "consent-correction", "close",
+    "first-response",
+    "consent-given",
+    "referral-made",
+    "referral-accepted",
+    "referral-completed",
+    "police-consent",
+    "police-report",
+    "police-response",
+    "court-case",
+    "court-judgment",
+    "consent-withdrawn",
+    "consent-correction",
+    "close",
 )
 
 
@@ -179,8 +209,14 @@ class Lifecycle:
         state = self.node.cases.state(case_id)
         for step in steps:
             state = self.node.cases.record_change(
-                case_id, state.version, self.changes[step], "setup")
+                case_id, state.version, self.changes[step], "setup"
+            )
         return state.version
+
+    def body(self, version: int, step: str, **overrides: object) -> dict[str, Any]:
+        """The JSON body of `step` (an Update) for a case at `version`."""
+        change = msgspec.structs.replace(self.changes[step], **overrides)
+        return update(version, change)
 
     def ready_for(self, step: str) -> tuple[UUID, int]:
         """A new case on which `step` is allowed next, and its version."""
@@ -197,9 +233,14 @@ class Lifecycle:
         """Every personal value this helper writes (each contains the marker)."""
         c = self.changes
         i = self.incident()
-        return [i.survivor_name, i.survivor_contact or "", i.narrative,
-                c["first-response"].responder, c["referral-made"].note or "",
-                c["police-response"].case_number or ""]
+        return [
+            i.survivor_name,
+            i.survivor_contact or "",
+            i.narrative,
+            c["first-response"].responder,
+            c["referral-made"].note or "",
+            c["police-response"].case_number or "",
+        ]
 
 
 @dataclass(frozen=True)
@@ -215,21 +256,29 @@ class Snapshot:
 def _rows(recorder: Any) -> tuple[tuple[object, ...], ...]:
     return tuple(
         (n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state))
-        for n in recorder.select_notifications(start=None, limit=1_000_000))
+        for n in recorder.select_notifications(start=None, limit=1_000_000)
+    )
 
 
 def snapshot(node: Node) -> Snapshot:
     return Snapshot(
-        node.cases.recorder.max_notification_id(), _rows(node.cases.recorder),
-        node.admin.recorder.max_notification_id(), _rows(node.admin.recorder))
+        node.cases.recorder.max_notification_id(),
+        _rows(node.cases.recorder),
+        node.admin.recorder.max_notification_id(),
+        _rows(node.admin.recorder),
+    )
 
 
 class Principals:
     """Request headers for each role's user, no token, or a token the node never issued."""
 
     def __init__(self, node: Node) -> None:
-        self.tokens = {role.value: node.add_user(name, role, "test") for role, name in
-                       USERS.items()}
+        self.tokens = {
+            role.value: node.add_user(name, role, "test") for role, name in USERS.items()
+        }
+
+    def token(self, role: str) -> str:
+        return self.tokens[role]
 
     def headers(self, who: str) -> dict[str, str]:
         if who == NO_TOKEN:
@@ -270,3 +319,47 @@ def principals(node: Node) -> Principals:
 @pytest.fixture
 def lifecycle(node: Node) -> Lifecycle:
     return Lifecycle(node)
+
+
+@pytest.fixture
+def snap(node: Node) -> Callable[[], Snapshot]:
+    """`snap()`: both logs as stored now; compare two to prove nothing was written."""
+    return lambda: snapshot(node)
+
+
+# The same, one node per test module: for tests that make many requests on a shared node.
+
+
+@pytest.fixture(scope="module")
+def module_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    n = make_node(tmp_path_factory.mktemp("api") / "node")
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture(scope="module")
+def module_app(module_node: Node) -> FastAPI:
+    return create_app(module_node)
+
+
+@pytest.fixture(scope="module")
+def module_client(module_app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(module_app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def module_principals(module_node: Node) -> Principals:
+    return Principals(module_node)
+
+
+@pytest.fixture(scope="module")
+def module_lifecycle(module_node: Node) -> Lifecycle:
+    return Lifecycle(module_node)
+
+
+@pytest.fixture(scope="module")
+def module_snap(module_node: Node) -> Callable[[], Snapshot]:
+    return lambda: snapshot(module_node)

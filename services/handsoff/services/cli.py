@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -104,6 +106,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host = args.host or node.config.host
             port = args.port if args.port is not None else node.config.port
             _out(f"node {node.config.partner} serving on http://{host}:{port}")
+            # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to
+            # whatever handler was there before: make that a no-op so we close and exit 0.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: None)
             uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
         finally:
             node.close()
@@ -196,8 +202,15 @@ def _print_report(report: VerificationReport) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from handsoff.services.demo import DemoOptions, run_demo
 
-    return run_demo(DemoOptions(seed=args.seed, incidents=args.incidents,
-                                serve=not args.no_serve, directory=args.dir, port=args.port))
+    return run_demo(
+        DemoOptions(
+            seed=args.seed,
+            incidents=args.incidents,
+            serve=not args.no_serve,
+            directory=args.dir,
+            port=args.port,
+        )
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -289,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=cmd_verify)
 
+    _add_tools(sub)
+    return p
+
+
+def _add_tools(sub: Any) -> None:
     demo = sub.add_parser("demo", help="run a node on this machine and feed it synthetic cases")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--incidents", type=int, default=200)
@@ -299,15 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="feed synthetic cases to a running node's API")
     sim.add_argument("--url", required=True, help="the node's API, e.g. http://127.0.0.1:8600")
-    sim.add_argument("--token-env", default="HANDSOFF_TOKEN",
-                     help="variable holding the API token (default HANDSOFF_TOKEN)")
+    sim.add_argument(
+        "--token-env",
+        default="HANDSOFF_TOKEN",
+        help="variable holding the API token (default HANDSOFF_TOKEN)",
+    )
     sim.add_argument("--incidents", type=int, default=50)
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--country", default="BW", choices=["BW", "MZ", "NA", "ZA", "ZW"])
-    sim.add_argument("--supervisor", action="store_true",
-                     help="the token is a supervisor's: also close cases")
+    sim.add_argument(
+        "--supervisor", action="store_true", help="the token is a supervisor's: also close cases"
+    )
     sim.set_defaults(func=cmd_simulate)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

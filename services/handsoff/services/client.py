@@ -37,9 +37,11 @@ class NodeClient:
 
     def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         req = urllib.request.Request(  # noqa: S310 (the URL is the operator's own node)
-            self.base_url + path, data=body, method=method,
-            headers={"Authorization": f"Bearer {self.token}",
-                     "Content-Type": "application/json"})
+            self.base_url + path,
+            data=body,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 data: bytes = resp.read()
@@ -52,7 +54,8 @@ class NodeClient:
 
     def report(self, incident: IncidentReported) -> tuple[UUID, int]:
         created = msgspec.json.decode(
-            self.request("POST", "/cases", msgspec.json.encode(incident)), type=_Created)
+            self.request("POST", "/cases", msgspec.json.encode(incident)), type=_Created
+        )
         return created.case_id, created.version
 
     def record(self, case_id: UUID, expected_version: int, step: str, change: CaseChange) -> int:

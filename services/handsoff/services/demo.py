@@ -62,8 +62,9 @@ class Progress:
     def update(self, done: int) -> None:
         if self.tty:
             filled = 30 * done // max(self.total, 1)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
-                             f"{done}/{self.total}")
+            sys.stderr.write(
+                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
+            )
             if done == self.total:
                 sys.stderr.write("\n")
         elif (decile := 10 * done // max(self.total, 1)) != self._last_decile:
@@ -75,8 +76,9 @@ class Progress:
 @contextlib.contextmanager
 def serving(node: Node, port: int) -> Iterator[str]:
     app = create_app(node)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=server.run, name="handsoff-node-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -115,17 +117,28 @@ def _print_verification(report: VerificationReport) -> None:
 
 def run_demo(options: DemoOptions) -> int:
     with contextlib.ExitStack() as stack:
-        root = options.directory or Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="handsoff-demo-")))
+        root = options.directory or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="handsoff-demo-"))
+        )
         passphrase = secrets.token_urlsafe(24).encode()
-        node = Node.init(root / "demo-bw", NodeConfig(partner="demo-bw", country="BW"),
-                         passphrase, KdfStrength.INTERACTIVE)
+        if options.directory is not None:  # a kept demo must be reopenable: demo only!
+            root.mkdir(parents=True, exist_ok=True)
+            secret_file = root / "demo-passphrase"
+            secret_file.write_bytes(passphrase)
+            secret_file.chmod(0o600)
+        node = Node.init(
+            root / "demo-bw",
+            NodeConfig(partner="demo-bw", country="BW"),
+            passphrase,
+            KdfStrength.INTERACTIVE,
+        )
         stack.callback(node.close)
-        tokens = {role: node.add_user(f"demo-{role.value}", role, "handsoff demo")
-                  for role in Role}
+        tokens = {role: node.add_user(f"demo-{role.value}", role, "handsoff demo") for role in Role}
         url = stack.enter_context(serving(node, options.port or free_port()))
-        print(f"node demo-bw (Botswana) serving on {url}; recording {options.incidents} "
-              "synthetic incidents through its API")
+        print(
+            f"node demo-bw (Botswana) serving on {url}; recording {options.incidents} "
+            "synthetic incidents through its API"
+        )
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         teller = StoryTeller(options.seed, Country.BW, start - timedelta(days=365))
         began = time.monotonic()

@@ -115,6 +115,18 @@ class UnknownUser(NodeError):
     pass
 
 
+class InvalidUser(NodeError):
+    pass
+
+
+def _validated(change: UserAdded) -> UserAdded:
+    """msgspec constructors do not validate; a round trip through the schema does."""
+    try:
+        return msgspec.json.decode(msgspec.json.encode(change), type=UserAdded)
+    except msgspec.ValidationError as e:
+        raise InvalidUser(f"invalid user: {e}") from None
+
+
 def hash_token(token: str) -> str:
     # Tokens carry 256 random bits, so a fast keyed-purpose hash is enough (no KDF per request).
     return hashlib.blake2b(token.encode(), digest_size=32, person=b"hx-api-token-v1").hexdigest()
@@ -179,7 +191,7 @@ class AdminLog(SealedApplication):
             if name in self.users:
                 raise UserExists(f"user {name!r} already exists")
             token = new_token()
-            change = UserAdded(name, role, hash_token(token), datetime.now(UTC))
+            change = _validated(UserAdded(name, role, hash_token(token), datetime.now(UTC)))
             try:
                 self._write(user_aggregate_id(name), change, by)
             except IntegrityError:
