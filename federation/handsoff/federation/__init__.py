@@ -1,0 +1,1 @@
+"""Federation: what may leave a node, how it travels (NATS JetStream), who may send it."""

@@ -1,0 +1,91 @@
+"""NATS subjects and stream names: a wire format, pinned here and nowhere else.
+
+Every subject a partner publishes on carries its own partner id in the fourth token, so
+a nats-server permission `hx.<region>.*.<partner>.>` is all a partner needs:
+
+    hx.<region>.events.<partner>.<kind>           consented, pseudonymised case events
+    hx.<region>.referrals.<partner>.<to_partner>  sealed referrals between partners
+    hx.<region>.checkpoints.<partner>.log         signed log checkpoints (issue #6)
+    hx.<region>.aggregates.<indicator>            the aggregator's releases (issue #4)
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "hx"
+_TOKEN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def token(value: str) -> str:
+    """A region or partner id as a subject token (no dots, wildcards or spaces)."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"{value!r} cannot be a subject token (a-z, 0-9, '-', max 32)")
+    return value
+
+
+def events(region: str, partner: str, kind: str) -> str:
+    return f"{PREFIX}.{token(region)}.events.{token(partner)}.{token(kind)}"
+
+
+def events_of(region: str, partner: str) -> str:
+    return f"{PREFIX}.{token(region)}.events.{token(partner)}.>"
+
+
+def all_events(region: str) -> str:
+    return f"{PREFIX}.{token(region)}.events.>"
+
+
+def referral(region: str, sender: str, receiver: str) -> str:
+    return f"{PREFIX}.{token(region)}.referrals.{token(sender)}.{token(receiver)}"
+
+
+def referrals_to(region: str, receiver: str) -> str:
+    return f"{PREFIX}.{token(region)}.referrals.*.{token(receiver)}"
+
+
+def all_referrals(region: str) -> str:
+    return f"{PREFIX}.{token(region)}.referrals.>"
+
+
+def checkpoints(region: str, partner: str) -> str:
+    return f"{PREFIX}.{token(region)}.checkpoints.{token(partner)}.log"
+
+
+def aggregates(region: str, indicator: str) -> str:
+    return f"{PREFIX}.{token(region)}.aggregates.{token(indicator)}"
+
+
+def own_subjects(region: str, partner: str) -> str:
+    """What a partner may publish on: every subject carrying its id in the fourth token."""
+    return f"{PREFIX}.{token(region)}.*.{token(partner)}.>"
+
+
+def partner_of(subject: str) -> str:
+    """The partner a subject belongs to (fourth token); the signer must match it."""
+    parts = subject.split(".")
+    if len(parts) < 4 or parts[0] != PREFIX:
+        raise ValueError(f"not a handsoff subject: {subject!r}")
+    return parts[3]
+
+
+def inbox_prefix(partner: str) -> str:
+    """Per-partner reply inbox, so PubAcks stay private and permissions stay tight."""
+    return f"_INBOX_{token(partner).replace('-', '_')}"
+
+
+def events_stream(region: str) -> str:
+    return f"HX_{token(region).upper().replace('-', '_')}_EVENTS"
+
+
+def checkpoints_stream(region: str) -> str:
+    return f"HX_{token(region).upper().replace('-', '_')}_CHECKPOINTS"
+
+
+def referrals_consumer(partner: str) -> str:
+    """The durable consumer through which a partner receives its referrals."""
+    return f"referrals-{token(partner)}"
+
+
+def referrals_stream(region: str) -> str:
+    return f"HX_{token(region).upper().replace('-', '_')}_REFERRALS"
