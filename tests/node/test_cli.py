@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from handsoff.services.cli import main
-from handsoff.services.demo import free_port
+from handsoff.services.natsserver import free_port
 
 PASS = "a long enough passphrase"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from handsoff.services.api import create_app
 from handsoff.services.api.app import STEPS
 from handsoff.services.client import NodeClient
 from handsoff.services.figures import headline, render
+from handsoff.services.natsserver import free_port
 from handsoff.services.node.admin import Role
 from handsoff.services.node.config import NodeConfig
 from handsoff.services.node.node import Node
@@ -44,12 +44,6 @@ class DemoOptions:
     serve: bool = True
     directory: Path | None = None  # kept afterwards when given; a temporary one otherwise
     port: int = 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Progress:
