@@ -1,0 +1,121 @@
+"""The signed envelope of every message a node shares (a wire format, pinned here).
+
+    subject      hx.<region>.events.<partner>.<kind>
+    Nats-Msg-Id  <partner>:<notification id>:<index>   (deterministic: retries deduplicate)
+    Hx-Kid       hex key id of the signing key
+    Hx-Sig       hex Ed25519 signature over
+                 "hx-shared-v1\\0" | u16 len | subject | u16 len | msg id | payload
+    Hx-Region    the region document version the sender operated under
+
+The payload is the msgspec JSON of one shared event, verified as sent: never re-encoded.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from handsoff.federation.errors import EnvelopeRejected, FederationError
+from handsoff.federation.subjects import partner_of
+from handsoff.keys import BadSignature, SigningKey, verify_signature
+
+DOMAIN = b"hx-shared-v1\x00"
+MSG_ID = "Nats-Msg-Id"
+KID = "Hx-Kid"
+SIGNATURE = "Hx-Sig"
+REGION_VERSION = "Hx-Region"
+
+
+class KeyDirectory(Protocol):
+    """What verification needs of the region document."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def issued_at(self) -> datetime: ...
+
+    def partner_key(self, partner_id: str, kid: str, at: datetime) -> bytes: ...
+
+
+class Opened(NamedTuple):
+    partner: str
+    msg_id: str
+    notification_id: int
+    position: int  # the message's index among those made from one notification
+    event: Any
+
+
+def message_id(partner: str, notification_id: int, index: int) -> str:
+    return f"{partner}:{notification_id}:{index}"
+
+
+def parse_message_id(msg_id: str) -> tuple[str, int, int]:
+    try:
+        partner, notification, index = msg_id.split(":")
+        return partner, int(notification), int(index)
+    except ValueError:
+        raise EnvelopeRejected("malformed", f"message id {msg_id!r} is not partner:n:i") from None
+
+
+def signing_input(subject: str, msg_id: str, payload: bytes) -> bytes:
+    s, m = subject.encode(), msg_id.encode()
+    return DOMAIN + struct.pack(">H", len(s)) + s + struct.pack(">H", len(m)) + m + payload
+
+
+def seal_headers(signer: SigningKey, subject: str, msg_id: str, payload: bytes,
+                 region_version: int) -> dict[str, str]:
+    return {
+        MSG_ID: msg_id,
+        KID: signer.kid.hex(),
+        SIGNATURE: signer.sign(signing_input(subject, msg_id, payload)).hex(),
+        REGION_VERSION: str(region_version),
+    }
+
+
+def open_message(directory: KeyDirectory, subject: str, headers: Mapping[str, str] | None,
+                 payload: bytes, at: datetime, decode: Callable[[bytes], Any]) -> Opened:
+    """Verifies one message (membership, key validity at `at`, signature, schema) or raises
+    EnvelopeRejected with a stable reason code."""
+    headers = headers or {}
+    missing = [h for h in (MSG_ID, KID, SIGNATURE, REGION_VERSION) if not headers.get(h)]
+    if missing:
+        raise EnvelopeRejected("malformed", f"missing header(s) {', '.join(missing)}")
+    try:
+        subject_partner = partner_of(subject)
+    except ValueError as e:
+        raise EnvelopeRejected("malformed", str(e)) from None
+    msg_id = headers[MSG_ID]
+    partner, notification_id, index = parse_message_id(msg_id)
+    if partner != subject_partner:
+        raise EnvelopeRejected("wrong_sender",
+                               f"message id names {partner}, subject belongs to {subject_partner}")
+    try:
+        region_version = int(headers[REGION_VERSION])
+    except ValueError:
+        raise EnvelopeRejected("malformed", "Hx-Region is not a number") from None
+    if region_version < directory.version and at >= directory.issued_at:
+        raise EnvelopeRejected(
+            "stale_region", f"sent under region version {region_version} after version "
+            f"{directory.version} was issued")
+    try:
+        public_key = directory.partner_key(partner, headers[KID], at)
+    except FederationError as e:
+        raise EnvelopeRejected(getattr(e, "reason", "unknown_key"), str(e)) from None
+    try:
+        signature = bytes.fromhex(headers[SIGNATURE])
+        verify_signature(public_key, signing_input(subject, msg_id, payload), signature)
+    except (ValueError, BadSignature):
+        raise EnvelopeRejected(
+            "bad_signature", f"{msg_id}: signature does not verify with {partner}'s key "
+            f"{headers[KID]}") from None
+    try:
+        event = decode(payload)
+    except FederationError as e:
+        raise EnvelopeRejected("schema", f"{msg_id}: {e}") from None
+    claimed = getattr(event, "partner", partner)
+    if claimed != partner:
+        raise EnvelopeRejected("partner_mismatch", f"{msg_id}: payload names {claimed}")
+    return Opened(partner, msg_id, notification_id, index, event)
