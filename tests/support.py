@@ -46,3 +46,45 @@ def make_node(directory: Path, partner: str = "sisonke-bw") -> Node:
     return Node.init(
         directory, NodeConfig(partner=partner, country="BW"), PASSPHRASE, KdfStrength.INTERACTIVE
     )
+
+
+# --- regions -------------------------------------------------------------------------------
+
+
+class RegionKit:
+    """A signed region of the given nodes, with its coordinators' and aggregator's keys."""
+
+    def __init__(self, nodes: list[Node], region: str = "sadc", threshold: int = 2) -> None:
+        from handsoff.federation.region import (
+            Aggregator,
+            Coordinator,
+            RegionDocument,
+            SignedRegion,
+            sign_region,
+        )
+        from handsoff.keys import SigningKey
+
+        now = datetime.now(UTC) - timedelta(minutes=1)
+        self.coordinators = {f"c{i}": SigningKey.generate() for i in range(1, 4)}
+        self.aggregator = SigningKey.generate()
+        doc = RegionDocument(
+            region=region, version=1, issued_at=now, expires_at=now + timedelta(days=30),
+            threshold=threshold,
+            coordinators=[Coordinator(cid, f"Coordinator {cid}", k.public_key)
+                          for cid, k in self.coordinators.items()],
+            aggregator=Aggregator("aggregator", self.aggregator.public_key))
+        for n in nodes:
+            doc = doc.add_partner(n.config.partner, f"Partner {n.config.partner}",
+                                  n.config.country, n.signer.public_key,
+                                  valid_from=now, issued_at=now)
+        signed = SignedRegion.unsigned(doc)
+        for cid in list(self.coordinators)[:threshold]:
+            signed = sign_region(signed, cid, self.coordinators[cid])
+        self.signed = signed
+        self.document = signed.document
+
+    def save(self, path: Path) -> Path:
+        from handsoff.federation.region import save_region
+
+        save_region(path, self.signed)
+        return path

@@ -87,5 +87,10 @@ def referrals_consumer(partner: str) -> str:
     return f"referrals-{token(partner)}"
 
 
+def relay_consumer(partner: str) -> str:
+    """The short-lived consumer a relay uses to read back its own stored messages."""
+    return f"relay-{token(partner)}"
+
+
 def referrals_stream(region: str) -> str:
     return f"HX_{token(region).upper().replace('-', '_')}_REFERRALS"

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from handsoff.events import EventsError
+from handsoff.federation.errors import FederationError
 from handsoff.keys import (
     KdfStrength,
     KeysError,
@@ -303,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_verify)
 
     _add_tools(sub)
+    from handsoff.services.region_cli import add_region_commands  # it imports this module
+
+    add_region_commands(sub)
     return p
 
 
@@ -336,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (CliError, ServiceError, KeysError, EventsError) as e:
+    except (CliError, ServiceError, KeysError, EventsError, FederationError) as e:
         sys.stderr.write(f"handsoff: error: {e}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

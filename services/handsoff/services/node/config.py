@@ -42,6 +42,22 @@ class PostgresSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ) from None
 
 
+class FederationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How this node reaches its region's NATS. The password lives in a file (0600)."""
+
+    nats_url: str
+    nats_user: str
+    nats_password_file: str | None = None
+
+    def password(self) -> str | None:
+        if self.nats_password_file is None:
+            return None
+        try:
+            return Path(self.nats_password_file).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read NATS password file: {e.strerror}") from None
+
+
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What `handsoff node init` writes and every other node command reads."""
 
@@ -52,6 +68,7 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8600
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    federation: FederationSettings | None = None  # set by `handsoff node join`
     format: str = CONFIG_FORMAT
 
 
@@ -80,6 +97,11 @@ class NodePaths(msgspec.Struct, frozen=True):
     @property
     def keyring(self) -> Path:
         return self.root / "keys" / "keyring.json"
+
+    @property
+    def region(self) -> Path:
+        """The region document this node holds (accepted, signed)."""
+        return self.root / "region.json"
 
     @property
     def lock(self) -> Path:

@@ -67,6 +67,11 @@ class Node:
         self.admin = AdminLog(self._env("admin"), secrets, keyring, signing=signing)
         self.cases = CaseLog(self._env("cases"), secrets, keyring, signing=signing)
 
+    @property
+    def pseudonym_key(self) -> bytes:
+        """The node secret behind every pseudonym that leaves the node."""
+        return self._secrets.pseudonym_key
+
     def _env(self, app_name: str) -> dict[str, str]:
         return store_env(self.config, self.paths.data, app_name)
 

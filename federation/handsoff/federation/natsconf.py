@@ -1,0 +1,367 @@
+"""nats-server configuration and JetStream streams for a region (static users, one account).
+
+Every partner is its own NATS user in the account `HX`, with its own password. What it may
+do is what nats-server enforces, not what a client promises:
+
+- publish on the subjects its region entry lists (by default `hx.<region>.*.<partner>.>`:
+  its events, its outgoing referrals, its checkpoints, all with its id in the fourth token);
+- pull its referrals through its own durable consumer `referrals-<partner>` on the
+  referrals stream. Creating that consumer is allowed only through the subject-filtered
+  create API, `$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>` with the filter
+  `hx.<region>.referrals.*.<partner>`: nats-server refuses a request whose configured filter
+  differs from the one in the subject (err 10131) or that has several filters (10137), so a
+  partner cannot widen its consumer to other partners' referrals. The unfiltered create
+  subjects (`...CREATE.<stream>.<consumer>`, `...DURABLE.CREATE...`) would allow exactly that
+  and are not granted;
+- read back its own stored events through `relay-<partner>` on the events stream (what the
+  relay does after a failure, to publish exactly once), filtered to its own events;
+- receive replies only on its own inbox prefix `_INBOX_<partner>`, so PubAcks stay private.
+
+The `aggregator` user reads through JetStream (`$JS.API.>`), publishes aggregates and KV, and
+may not delete, purge or reconfigure the region's streams nor touch partners' consumers. The
+`operator` user may do anything (it creates the streams): an ops credential, keep it offline.
+Streams deny message deletion and purging; nothing but the operator can remove them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import msgspec
+import nats.js.errors
+from nats.js.api import StorageType, StreamConfig, StreamInfo
+from nats.js.client import JetStreamContext
+
+from handsoff.federation import subjects
+from handsoff.federation.errors import FederationError
+from handsoff.federation.region import RegionDocument, _atomic_write, aggregates_prefix
+
+ACCOUNT: Final = "HX"
+AGGREGATOR_USER: Final = "aggregator"
+OPERATOR_USER: Final = "operator"
+ROUTE_USER: Final = "route"
+CREDENTIALS_FORMAT: Final = "handsoff-nats-credentials/1"
+DUPLICATE_WINDOW_S: Final = 120.0
+
+Token = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+Password = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{16,}$")]
+
+
+class NatsConfigError(FederationError):
+    """A nats-server configuration or credentials file cannot be made, read or written."""
+
+
+# ---------------------------------------------------------------------------------------
+# Credentials
+
+
+class Credentials(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """NATS passwords of one region: user -> password, and the cluster route password.
+
+    Secret: saved mode 0600. Each partner gets only its own entry.
+    """
+
+    format: Literal["handsoff-nats-credentials/1"] = CREDENTIALS_FORMAT
+    region: Token
+    users: dict[str, Password]
+    route: Password
+
+    def password(self, user: str) -> str:
+        try:
+            return self.users[user]
+        except KeyError:
+            raise NatsConfigError(
+                f"the credentials of region {self.region} have no password for {user!r}: "
+                "regenerate them for this region document"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"Credentials(region={self.region}, users={sorted(self.users)})"
+
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        return [("region", self.region), ("users", sorted(self.users))]
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def generate_credentials(doc: RegionDocument, previous: Credentials | None = None) -> Credentials:
+    """A password per partner, the aggregator and the operator, and a route password.
+
+    Passwords in `previous` (same region) are kept for users still present, so regenerating
+    after adding a partner does not lock the others out. Removed partners lose theirs.
+    """
+    if previous is not None and previous.region != doc.region:
+        raise NatsConfigError(
+            f"the existing credentials are for region {previous.region}, not {doc.region}"
+        )
+    old = previous.users if previous is not None else {}
+    names = [AGGREGATOR_USER, OPERATOR_USER, *(p.id for p in doc.partners)]
+    users = {name: old.get(name) or _new_password() for name in names}
+    route = previous.route if previous is not None else _new_password()
+    return Credentials(region=doc.region, users=users, route=route)
+
+
+_CREDENTIALS_DECODER = msgspec.json.Decoder(Credentials)
+
+
+def load_credentials(path: Path) -> Credentials:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NatsConfigError(f"credentials file {path} does not exist") from None
+    except OSError as e:
+        raise NatsConfigError(f"cannot read credentials file {path}: {e.strerror or e}") from None
+    try:
+        return _CREDENTIALS_DECODER.decode(data)
+    except msgspec.DecodeError as e:
+        raise NatsConfigError(f"{path} is not a valid credentials file: {e}") from None
+
+
+def save_credentials(path: Path, credentials: Credentials) -> None:
+    """Atomically write the credentials, mode 0600."""
+    path = Path(path)
+    data = msgspec.json.format(msgspec.json.encode(credentials), indent=2) + b"\n"
+    try:
+        _atomic_write(path, data, 0o600)
+    except OSError as e:
+        raise NatsConfigError(f"cannot write credentials file {path}: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Permissions
+
+
+def _api(stream: str, consumer: str) -> dict[str, str]:
+    base = f"$JS.API.CONSUMER.%s.{stream}.{consumer}"
+    return {
+        "info": base % "INFO",
+        "next": base % "MSG.NEXT",
+        "delete": base % "DELETE",
+        "create": base % "CREATE",  # + "." + filter subject
+        "ack": f"$JS.ACK.{stream}.{consumer}.>",
+    }
+
+
+def partner_permissions(doc: RegionDocument, partner_id: str) -> tuple[list[str], list[str]]:
+    """(publish allow, subscribe allow) of a partner's NATS user."""
+    region = doc.region
+    partner = doc.partner(partner_id)
+    referrals = _api(subjects.referrals_stream(region), subjects.referrals_consumer(partner_id))
+    relay = _api(subjects.events_stream(region), subjects.relay_consumer(partner_id))
+    publish = [
+        *partner.publish,
+        # its referrals: its own durable pull consumer, filtered to referrals addressed to it
+        f"{referrals['create']}.{subjects.referrals_to(region, partner_id)}",
+        referrals["info"],
+        referrals["next"],
+        referrals["ack"],
+        # reading back its own stored events (relay recovery), no acks (AckPolicy.NONE)
+        f"{relay['create']}.{subjects.events_of(region, partner_id)}",
+        relay["info"],
+        relay["next"],
+        relay["delete"],
+    ]
+    return publish, [f"{subjects.inbox_prefix(partner_id)}.>"]
+
+
+def aggregator_permissions(doc: RegionDocument) -> tuple[list[str], list[str], list[str]]:
+    """(publish allow, publish deny, subscribe allow) of the aggregator's NATS user."""
+    region = doc.region
+    allow = ["$JS.API.>", "$JS.ACK.>", f"{aggregates_prefix(region)}>", "$KV.>"]
+    deny: list[str] = []
+    for stream in _stream_names(region):
+        deny += [f"$JS.API.STREAM.{op}.{stream}" for op in ("DELETE", "PURGE", "UPDATE")]
+        deny.append(f"$JS.API.STREAM.MSG.DELETE.{stream}")
+    for p in doc.partners:
+        for stream, consumer in (
+            (subjects.referrals_stream(region), subjects.referrals_consumer(p.id)),
+            (subjects.events_stream(region), subjects.relay_consumer(p.id)),
+        ):
+            deny += [
+                f"$JS.API.CONSUMER.*.{stream}.{consumer}",
+                f"$JS.API.CONSUMER.*.{stream}.{consumer}.>",
+                f"$JS.API.CONSUMER.*.*.{stream}.{consumer}",
+                f"$JS.ACK.{stream}.{consumer}.>",
+            ]
+    return allow, deny, [f"{subjects.inbox_prefix(AGGREGATOR_USER)}.>"]
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration text
+
+
+class Cluster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """JetStream clustering of the region's servers (routes authenticated by `route`)."""
+
+    name: Token  # the cluster's name, the same on every server
+    server_name: Token  # this server's name, unique in the cluster
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 6222
+    routes: list[str] = []  # "host:port" of the other servers' cluster ports
+
+
+_ROUTE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
+
+
+def _q(value: str) -> str:
+    """A double-quoted config string. Anything that could escape the quotes is refused."""
+    if not value.isprintable() or '"' in value or "\\" in value:
+        raise NatsConfigError(f"{value!r} cannot be written into a nats-server configuration")
+    return f'"{value}"'
+
+
+def _list(values: Iterable[str]) -> str:
+    return "[" + ", ".join(_q(v) for v in values) + "]"
+
+
+def _port(port: int) -> str:
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise NatsConfigError(f"{port!r} is not a TCP port")
+    return str(port)
+
+
+def _user(
+    name: str, password: str, publish: list[str], subscribe: list[str], deny: list[str]
+) -> str:
+    publish_rule = f"allow: {_list(publish)}"
+    if deny:
+        publish_rule += f", deny: {_list(deny)}"
+    return (
+        "      {\n"
+        f"        user: {_q(name)}\n"
+        f"        password: {_q(password)}\n"
+        "        permissions: {\n"
+        f"          publish: {{ {publish_rule} }}\n"
+        f"          subscribe: {{ allow: {_list(subscribe)} }}\n"
+        "        }\n"
+        "      }\n"
+    )
+
+
+def nats_config(
+    doc: RegionDocument,
+    credentials: Credentials,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4222,
+    store_dir: Path,
+    cluster: Cluster | None = None,
+) -> str:
+    """The nats-server configuration for `doc` (it holds passwords: keep it mode 0600)."""
+    if credentials.region != doc.region:
+        raise NatsConfigError(
+            f"the credentials are for region {credentials.region}, not {doc.region}"
+        )
+    lines = [
+        f"# nats-server configuration of handsoff region {doc.region}, "
+        f"region document version {doc.version}.",
+        "# Generated by `handsoff region nats-config`; do not edit. Holds passwords: mode 0600.",
+    ]
+    if cluster is not None:
+        lines.append(f"server_name: {_q(cluster.server_name)}")
+    lines += [
+        f"host: {_q(host)}",
+        f"port: {_port(port)}",
+        "jetstream {",
+        f"  store_dir: {_q(str(Path(store_dir).absolute()))}",
+        "  sync_interval: always",
+        "}",
+        "accounts {",
+        f"  {ACCOUNT} {{",
+        "    jetstream: enabled",
+        "    users: [",
+    ]
+    users: list[str] = []
+    for p in doc.partners:
+        publish, subscribe = partner_permissions(doc, p.id)
+        deny = [f"{aggregates_prefix(doc.region)}>"]  # the aggregator's, whatever publish says
+        users.append(_user(p.id, credentials.password(p.id), publish, subscribe, deny))
+    allow, deny, subscribe = aggregator_permissions(doc)
+    users.append(
+        _user(AGGREGATOR_USER, credentials.password(AGGREGATOR_USER), allow, subscribe, deny)
+    )
+    users.append(_user(OPERATOR_USER, credentials.password(OPERATOR_USER), [">"], [">"], []))
+    text = "\n".join(lines) + "\n" + "".join(users) + "    ]\n  }\n}\n"
+    if cluster is not None:
+        text += _cluster(cluster, credentials.route)
+    return text
+
+
+def _cluster(cluster: Cluster, password: str) -> str:
+    for route in cluster.routes:
+        if not _ROUTE.match(route):
+            raise NatsConfigError(f"cluster route {route!r} is not host:port")
+    routes = [f"nats-route://{ROUTE_USER}:{password}@{r}" for r in cluster.routes]
+    return (
+        "cluster {\n"
+        f"  name: {_q(cluster.name)}\n"
+        f"  host: {_q(cluster.host)}\n"
+        f"  port: {_port(cluster.port)}\n"
+        f"  authorization {{ user: {_q(ROUTE_USER)}, password: {_q(password)} }}\n"
+        f"  routes: {_list(routes)}\n"
+        "}\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Streams
+
+
+def _all_checkpoints(region: str) -> str:
+    # subjects.py pins checkpoints(region, partner) but has no all_checkpoints(region).
+    return f"{subjects.PREFIX}.{subjects.token(region)}.checkpoints.>"
+
+
+def _stream_names(region: str) -> list[str]:
+    return [
+        subjects.events_stream(region),
+        subjects.referrals_stream(region),
+        subjects.checkpoints_stream(region),
+    ]
+
+
+def stream_configs(region: str, *, replicas: int = 1) -> list[StreamConfig]:
+    """The region's streams: events, referrals, checkpoints. Append-only, deduplicating."""
+    captured = [
+        subjects.all_events(region),
+        subjects.all_referrals(region),
+        _all_checkpoints(region),
+    ]
+    what = ["shared case events", "sealed referrals", "signed log checkpoints"]
+    return [
+        StreamConfig(
+            name=name,
+            description=f"handsoff region {region}: {w}",
+            subjects=[subject],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            deny_delete=True,
+            deny_purge=True,
+            allow_rollup_hdrs=False,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+        for name, subject, w in zip(_stream_names(region), captured, what, strict=True)
+    ]
+
+
+async def ensure_streams(
+    js: JetStreamContext, region: str, *, replicas: int = 1
+) -> list[StreamInfo]:
+    """Create the region's streams, or update them to the configuration above."""
+    infos: list[StreamInfo] = []
+    for config in stream_configs(region, replicas=replicas):
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            infos.append(await js.add_stream(config))
+        else:
+            infos.append(await js.update_stream(config))
+    return infos

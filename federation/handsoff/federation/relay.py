@@ -1,0 +1,260 @@
+"""The relay (outbox): follows the node's log, shares what may leave, exactly once.
+
+For each batch of notifications it computes the shared messages (share policy), signs
+them, publishes them asynchronously to JetStream with deterministic `Nats-Msg-Id`s, waits
+for every PubAck, and only then commits its position: the notification id and the stream
+sequence of the last acknowledged message.
+
+Exactly once, even beyond the stream's duplicate window: after any failure (and at start)
+the relay reads back its own messages stored after the last committed stream sequence and
+publishes only those that are missing. A publish that timed out but was stored (nats-py
+flushes its buffer after a reconnect) is found there and not sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+from uuid import UUID
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from handsoff.federation import subjects
+from handsoff.federation.envelope import MSG_ID, message_id, seal_headers
+from handsoff.federation.policy import SharePolicy
+from handsoff.federation.shared import encode, kind_of
+from handsoff.keys import SigningKey
+
+log = logging.getLogger("handsoff.relay")
+
+
+class Change(NamedTuple):
+    """One verified, decrypted change of the node's case log."""
+
+    notification_id: int
+    case_id: UUID
+    change: Any
+
+
+class Position(NamedTuple):
+    notification_id: int  # every message made from notifications up to here is acknowledged
+    stream_seq: int  # stream sequence of the last acknowledged message (0: none yet)
+
+
+class ChangeSource(Protocol):
+    def changes_after(self, notification_id: int, limit: int) -> Sequence[Change]: ...
+
+
+class PositionStore(Protocol):
+    def load(self) -> Position: ...
+    def save(self, position: Position) -> None: ...
+
+
+class Outgoing(NamedTuple):
+    notification_id: int
+    subject: str
+    msg_id: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class RelayStatus:
+    connected: bool = False
+    position: int = 0
+    head: int = 0  # newest notification id seen in the log
+    published: int = 0
+    pending: int = 0
+    last_error: str | None = None
+    last_success: float | None = None
+
+    @property
+    def lag(self) -> int:
+        return max(self.head - self.position, 0)
+
+
+@dataclass
+class RelaySettings:
+    region: str
+    partner: str
+    batch: int = 256
+    ack_timeout: float = 5.0
+    idle_wait: float = 0.2
+    retry_wait: tuple[float, float] = (0.25, 5.0)
+    region_version: Callable[[], int] = field(default=lambda: 1)
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: RelaySettings,
+        signer: Callable[[], SigningKey],
+        policy: SharePolicy,
+        source: ChangeSource,
+        store: PositionStore,
+    ) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.policy = policy
+        self.source = source
+        self.store = store
+        self.status = RelayStatus()
+        self._position = store.load()
+        self._replayed = False
+
+    def replay_policy(self) -> None:
+        """Brings the share policy to the committed position (its outputs were sent)."""
+        cursor = 0
+        while cursor < self._position.notification_id:
+            page = self.source.changes_after(cursor, 1000)
+            if not page:
+                break
+            for c in page:
+                if c.notification_id > self._position.notification_id:
+                    break
+                self.policy.process(c.case_id, c.change)
+                cursor = c.notification_id
+            else:
+                continue
+            break
+        self.status.position = self._position.notification_id
+        self._replayed = True
+
+    def next_batch(self) -> tuple[list[Outgoing], int]:
+        """Messages made from the next notifications, and the last notification they cover."""
+        page = self.source.changes_after(self._position.notification_id, self.settings.batch)
+        if not page:
+            return [], self._position.notification_id
+        s = self.settings
+        signer = self.signer()
+        out: list[Outgoing] = []
+        for c in page:
+            for i, shared in enumerate(self.policy.process(c.case_id, c.change)):
+                subject = subjects.events(s.region, s.partner, kind_of(type(shared)))
+                msg_id = message_id(s.partner, c.notification_id, i)
+                payload = encode(shared)
+                headers = seal_headers(signer, subject, msg_id, payload, s.region_version())
+                out.append(Outgoing(c.notification_id, subject, msg_id, payload, headers))
+        self.status.head = max(self.status.head, page[-1].notification_id)
+        return out, page[-1].notification_id
+
+    async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        """Relays until `stop` is set; survives NATS outages (retries, reconciles)."""
+        if not self._replayed:
+            await asyncio.to_thread(self.replay_policy)
+        pending: list[Outgoing] = []
+        upto = self._position.notification_id
+        reconcile = True
+        wait = self.settings.retry_wait[0]
+        while not stop.is_set():
+            if not pending and upto == self._position.notification_id:
+                pending, upto = await asyncio.to_thread(self.next_batch)
+                self.status.pending = len(pending)
+                if upto == self._position.notification_id:
+                    await _sleep_or_stop(stop, self.settings.idle_wait)
+                    continue
+            try:
+                if reconcile:
+                    pending = await self._without_stored(js, pending)
+                    reconcile = False
+                last_seq = await self._publish(js, pending)
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as e:
+                self.status.connected = False
+                self.status.last_error = f"{type(e).__name__}: {e}"
+                log.warning(
+                    "relay: publish failed (%s); retrying in %.2f s", type(e).__name__, wait
+                )
+                reconcile = True
+                await _sleep_or_stop(stop, wait)
+                wait = min(wait * 2, self.settings.retry_wait[1])
+                continue
+            wait = self.settings.retry_wait[0]
+            self._commit(Position(upto, max(last_seq, self._position.stream_seq)))
+            self.status.published += len(pending)
+            pending = []
+
+    def _commit(self, position: Position) -> None:
+        self.store.save(position)
+        self._position = position
+        self.status.position = position.notification_id
+        self.status.pending = 0
+        self.status.connected = True
+        self.status.last_error = None
+        self.status.last_success = time.time()
+
+    async def _publish(self, js: JetStreamContext, batch: list[Outgoing]) -> int:
+        futures = [
+            await js.publish_async(m.subject, m.payload, headers=dict(m.headers)) for m in batch
+        ]
+        try:
+            acks = await asyncio.wait_for(
+                asyncio.gather(*futures), timeout=self.settings.ack_timeout + len(batch) / 1000
+            )
+        except BaseException:
+            for f in futures:
+                f.cancel()  # frees nats-py's in-flight slots
+            raise
+        return max((a.seq for a in acks), default=0)
+
+    async def _without_stored(self, js: JetStreamContext, batch: list[Outgoing]) -> list[Outgoing]:
+        """Drops the messages of `batch` that the stream already holds."""
+        if not batch:
+            return batch
+        stored = await stored_message_ids(
+            js, self.settings.region, self.settings.partner, self._position.stream_seq
+        )
+        if stored:
+            log.info(
+                "relay: %d message(s) were already stored; not sending them again",
+                len(stored & {m.msg_id for m in batch}),
+            )
+        return [m for m in batch if m.msg_id not in stored]
+
+
+async def stored_message_ids(
+    js: JetStreamContext, region: str, partner: str, after_seq: int, timeout: float = 5.0
+) -> set[str]:
+    """Msg ids of this partner's messages stored after stream sequence `after_seq`."""
+    stream = subjects.events_stream(region)
+    config = ConsumerConfig(
+        name=subjects.relay_consumer(partner),
+        filter_subject=subjects.events_of(region, partner),
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=after_seq + 1,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=60.0,
+        mem_storage=True,
+    )
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(stream, config.name or "")
+    info = await js.add_consumer(stream, config, timeout=timeout)
+    ids: set[str] = set()
+    try:
+        remaining = info.num_pending or 0
+        sub = await js.pull_subscribe_bind(config.name or "", stream=stream)
+        try:
+            while remaining > 0:
+                msgs = await sub.fetch(min(remaining, 256), timeout=timeout)
+                for m in msgs:
+                    if m.headers and MSG_ID in m.headers:
+                        ids.add(m.headers[MSG_ID])
+                remaining -= len(msgs)
+        finally:
+            await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+            await js.delete_consumer(stream, config.name or "")
+    return ids
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

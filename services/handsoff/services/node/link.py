@@ -1,0 +1,130 @@
+"""The node's link to its region: the relay (outbox) running beside the API.
+
+Recording never depends on NATS: the relay reads the log and catches up whenever NATS is
+reachable again. The first connection is retried here (nats-py does not retry it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from handsoff.federation import subjects
+from handsoff.federation.policy import SharePolicy
+from handsoff.federation.pseudonyms import Pseudonymiser
+from handsoff.federation.region import RegionDocument, accept, load_region, save_region
+from handsoff.federation.relay import Relay, RelaySettings
+from handsoff.services.errors import ConfigError
+from handsoff.services.node.config import FederationSettings
+from handsoff.services.node.node import Node
+from handsoff.services.node.outbox import CaseLogSource, TrackedPosition
+from handsoff.services.node.persistence import store_env
+
+log = logging.getLogger("handsoff.link")
+
+
+class LinkStatus(msgspec.Struct, frozen=True):
+    configured: bool
+    connected: bool = False
+    region: str | None = None
+    region_version: int | None = None
+    relay_position: int = 0
+    log_head: int = 0
+    relay_lag: int = 0
+    published: int = 0
+    last_error: str | None = None
+
+
+def held_region(node: Node) -> RegionDocument:
+    if not node.paths.region.exists():
+        raise ConfigError(f"{node.paths.root} has not joined a region (`handsoff node join`)")
+    return load_region(node.paths.region).document
+
+
+def join_region(node: Node, region_file: Any, now: datetime | None = None) -> RegionDocument:
+    """Accepts a signed region document (newer than the held one) and keeps a copy."""
+    candidate = load_region(region_file)
+    held = held_region(node) if node.paths.region.exists() else None
+    doc = accept(candidate, held=held, now=now or datetime.now(UTC))
+    partner = doc.partner(node.config.partner)  # raises if this node is not a member
+    current = node.keyring.current.kid
+    if not any(k.kid == current for k in partner.keys):
+        raise ConfigError(f"the region lists no key {current} for {partner.id}: "
+                          "ask the coordinators to add this node's current key")
+    save_region(node.paths.region, candidate)
+    return doc
+
+
+class NodeLink:
+    def __init__(self, node: Node, settings: FederationSettings) -> None:
+        self.node = node
+        self.settings = settings
+        self.region = held_region(node)
+        self.position = TrackedPosition(store_env(node.config, node.paths.data, "relay"))
+        self.relay = Relay(
+            RelaySettings(region=self.region.region, partner=node.config.partner,
+                          region_version=lambda: self.region.version),
+            signer=lambda: node.signer,
+            policy=SharePolicy(node.config.partner, Pseudonymiser(node.pseudonym_key)),
+            source=CaseLogSource(node.cases),
+            store=self.position,
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._nc: Client | None = None
+
+    def status(self) -> LinkStatus:
+        s = self.relay.status
+        head = self.node.cases.recorder.max_notification_id() or 0
+        connected = self._nc is not None and self._nc.is_connected and s.last_error is None
+        return LinkStatus(True, connected, self.region.region, self.region.version, s.position,
+                          head, max(head - s.position, 0), s.published, s.last_error)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="handsoff-relay")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout=15)
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(nats.errors.Error):
+                await self._nc.close()
+        self.position.close()
+
+    async def _run(self) -> None:
+        self._nc = await self._connect()
+        if self._nc is None:
+            return
+        await self.relay.run(self._nc.jetstream(), self._stop)
+
+    async def _connect(self) -> Client | None:
+        wait = 0.25
+        while not self._stop.is_set():
+            try:
+                return await nats.connect(
+                    self.settings.nats_url, user=self.settings.nats_user,
+                    password=self.settings.password(),
+                    inbox_prefix=subjects.inbox_prefix(self.node.config.partner),
+                    reconnect_time_wait=0.5, max_reconnect_attempts=-1,
+                    allow_reconnect=True, error_cb=self._error, name=self.node.config.partner)
+            except (nats.errors.Error, OSError) as e:
+                self.relay.status.last_error = f"connecting: {type(e).__name__}: {e}"
+                log.warning("link: cannot reach NATS (%s); retrying", type(e).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=wait)
+                wait = min(wait * 2, 5.0)
+        return None
+
+    async def _error(self, e: Exception) -> None:
+        log.warning("link: NATS error: %s", e)
+        self.relay.status.last_error = str(e)

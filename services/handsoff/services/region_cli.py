@@ -1,0 +1,518 @@
+"""`handsoff region ...`: the coordinators' tools for the signed region document.
+
+A typical round: each coordinator makes a key (`coordinator-key`), one of them drafts the
+document (`init`, `add-partner`, ...), every change makes a new unsigned version, enough
+coordinators `sign` it, and the operator of the region's nats-server runs `nats-config`
+(which refuses a document without enough valid signatures) and `streams`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from handsoff.federation.natsconf import (
+    OPERATOR_USER,
+    ensure_streams,
+    generate_credentials,
+    load_credentials,
+    nats_config,
+    save_credentials,
+)
+from handsoff.federation.region import (
+    Breakdowns,
+    RegionDocument,
+    SignedRegion,
+    _atomic_write,
+    accept,
+    load_region,
+    save_region,
+    sign_region,
+)
+from handsoff.keys import (
+    KdfStrength,
+    NodeSecrets,
+    PassphraseMissing,
+    SigningKey,
+    key_id,
+    kid_hex,
+    passphrase_from_env,
+    read_key_file,
+    write_key_file,
+)
+from handsoff.services.cli import CliError
+
+CONFIG_FILE = "nats-server.conf"
+CREDENTIALS_FILE = "credentials.json"
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _note(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def _passphrase() -> bytes:
+    """From HANDSOFF_PASSPHRASE(_FILE); a terminal may type it. Never from an argument."""
+    try:
+        return passphrase_from_env(os.environ)
+    except PassphraseMissing:
+        if sys.stdin.isatty():
+            return getpass.getpass("coordinator key passphrase: ").encode()
+        raise
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _public_key(text: str, what: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise CliError(f"{what}: {text!r} is not hex") from None
+    if len(key) != 32:
+        raise CliError(f"{what}: an Ed25519 public key is 32 bytes (64 hex digits)")
+    return key
+
+
+def _id_and_key(text: str, what: str) -> tuple[str, bytes]:
+    ident, sep, key = text.partition("=")
+    if not sep or not ident:
+        raise CliError(f"{what}: expected ID=HEXPUBKEY, got {text!r}")
+    return ident, _public_key(key, f"{what} {ident}")
+
+
+def _when(text: str | None, what: str) -> datetime:
+    if text is None:
+        return _now()
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{what}: {text!r} is not an ISO 8601 time") from None
+    if at.tzinfo is None:
+        raise CliError(f"{what}: {text!r} needs a time zone, e.g. 2026-03-01T00:00:00Z")
+    return at
+
+
+def _iso(at: datetime | None) -> str:
+    return "-" if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _save_edit(path: Path, previous: RegionDocument, doc: RegionDocument, what: str) -> None:
+    save_region(path, SignedRegion.unsigned(doc))
+    _out(
+        f"{what}: region {doc.region} is now version {doc.version}, unsigned; it needs "
+        f"{previous.threshold} signature(s) from the coordinators of version {previous.version}"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    if path.exists():
+        raise CliError(f"{path} exists; edit it with the other `handsoff region` commands")
+    coordinators = []
+    for text in args.coordinator:
+        cid, key = _id_and_key(text, "--coordinator")
+        coordinators.append({"id": cid, "name": cid, "public_key": key})
+    aid, akey = _id_and_key(args.aggregator, "--aggregator")
+    if args.expires_days < 1:
+        raise CliError("--expires-days must be at least 1")
+    issued = _now()
+    raw: dict[str, Any] = {
+        "region": args.region,
+        "version": 1,
+        "issued_at": issued,
+        "expires_at": issued + timedelta(days=args.expires_days),
+        "threshold": args.threshold,
+        "coordinators": coordinators,
+        "aggregator": {"id": aid, "public_key": akey},
+        "partners": [],
+        "breakdowns": args.breakdowns,
+    }
+    try:
+        doc = msgspec.convert(raw, RegionDocument)
+    except msgspec.ValidationError as e:
+        raise CliError(f"invalid region document: {e}") from None
+    save_region(path, SignedRegion.unsigned(doc))
+    _out(
+        f"region {doc.region} version 1 written to {path}, unsigned; it needs {doc.threshold} "
+        f"of {len(doc.coordinators)} coordinator signatures"
+    )
+    return 0
+
+
+def cmd_add_partner(args: argparse.Namespace) -> int:
+    doc = load_region(args.file).document
+    key = _public_key(args.key, "--key")
+    new = doc.add_partner(
+        args.partner,
+        args.name,
+        args.country,
+        key,
+        valid_from=_when(args.valid_from, "--valid-from"),
+    )
+    _save_edit(args.file, doc, new, f"partner {args.partner} added with key {kid_hex(key_id(key))}")
+    return 0
+
+
+def cmd_add_key(args: argparse.Namespace) -> int:
+    doc = load_region(args.file).document
+    key = _public_key(args.key, "--key")
+    new = doc.add_partner_key(
+        args.partner,
+        key,
+        valid_from=_when(args.valid_from, "--valid-from"),
+        valid_until=_when(args.valid_until, "--valid-until") if args.valid_until else None,
+    )
+    _save_edit(args.file, doc, new, f"key {kid_hex(key_id(key))} added to {args.partner}")
+    return 0
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> int:
+    doc = load_region(args.file).document
+    at = _when(args.at, "--at")
+    new = doc.revoke_key(args.partner, args.kid, at)
+    _save_edit(args.file, doc, new, f"key {args.kid} of {args.partner} revoked from {_iso(at)}")
+    return 0
+
+
+def cmd_set_breakdowns(args: argparse.Namespace) -> int:
+    doc = load_region(args.file).document
+    value: Breakdowns = args.breakdowns
+    _save_edit(args.file, doc, doc.set_breakdowns(value), f"breakdowns set to {value}")
+    return 0
+
+
+def cmd_renew(args: argparse.Namespace) -> int:
+    doc = load_region(args.file).document
+    if args.expires_days < 1:
+        raise CliError("--expires-days must be at least 1")
+    new = doc.renew(_now() + timedelta(days=args.expires_days))
+    _save_edit(args.file, doc, new, f"renewed until {_iso(new.expires_at)}")
+    return 0
+
+
+def cmd_coordinator_key(args: argparse.Namespace) -> int:
+    path: Path = args.out
+    if path.exists():
+        raise CliError(f"{path} exists; refusing to overwrite a key")
+    # A coordinator key file is a node key file whose signing key is the coordinator's;
+    # its other two secrets are random and unused.
+    secrets = NodeSecrets.generate()
+    write_key_file(path, secrets, _passphrase(), KdfStrength(args.kdf))
+    key = secrets.signing_key()
+    _out(key.public_key.hex())
+    _note(
+        f"coordinator key {kid_hex(key.kid)} written to {path}; give the public key above "
+        "to whoever drafts the region document"
+    )
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    signed = load_region(args.file)
+    key: SigningKey = read_key_file(args.key_file, _passphrase()).signing_key()
+    doc = signed.document
+    signed = sign_region(signed, args.coordinator, key)
+    save_region(args.file, signed)
+    valid = signed.valid_signers(doc.coordinator_keys())
+    _out(
+        f"signed region {doc.region} version {doc.version} as {args.coordinator}: "
+        f"{len(valid)} of {doc.threshold} needed signature(s) by its coordinators"
+    )
+    if args.coordinator not in doc.coordinator_keys():
+        _note(
+            f"note: {args.coordinator} is not a coordinator of this version; the signature "
+            "counts for nodes that hold a version in which it is"
+        )
+    return 0
+
+
+class _KeyView(msgspec.Struct):
+    kid: str
+    public_key: str
+    valid_from: datetime
+    valid_until: datetime | None
+    revoked_at: datetime | None
+
+
+class _PartnerView(msgspec.Struct):
+    id: str
+    name: str
+    country: str
+    publish: list[str]
+    keys: list[_KeyView]
+
+
+class _SignatureView(msgspec.Struct):
+    coordinator: str
+    valid: bool
+
+
+class _RegionView(msgspec.Struct):
+    region: str
+    version: int
+    issued_at: datetime
+    expires_at: datetime
+    expired: bool
+    breakdowns: str
+    threshold: int
+    coordinators: dict[str, str]  # id -> public key hex
+    aggregator: dict[str, str]
+    partners: list[_PartnerView]
+    signatures: list[_SignatureView]
+    valid_signatures: int
+    signed: bool  # enough valid signatures by this version's own coordinators
+
+
+def _view(signed: SignedRegion, now: datetime) -> _RegionView:
+    doc = signed.document
+    valid = signed.valid_signers(doc.coordinator_keys())
+    return _RegionView(
+        region=doc.region,
+        version=doc.version,
+        issued_at=doc.issued_at,
+        expires_at=doc.expires_at,
+        expired=now >= doc.expires_at,
+        breakdowns=doc.breakdowns,
+        threshold=doc.threshold,
+        coordinators={c.id: c.public_key.hex() for c in doc.coordinators},
+        aggregator={"id": doc.aggregator.id, "public_key": doc.aggregator.public_key.hex()},
+        partners=[
+            _PartnerView(
+                p.id,
+                p.name,
+                p.country,
+                p.publish,
+                [
+                    _KeyView(k.kid, k.public_key.hex(), k.valid_from, k.valid_until, k.revoked_at)
+                    for k in p.keys
+                ],
+            )
+            for p in doc.partners
+        ],
+        signatures=[
+            _SignatureView(s.coordinator, s.coordinator in valid) for s in signed.signatures
+        ],
+        valid_signatures=len(valid),
+        signed=len(valid) >= doc.threshold,
+    )
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    now = _now()
+    view = _view(load_region(args.file), now)
+    if args.json:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(view), indent=2).decode() + "\n")
+        return 0
+    _out(f"region {view.region} version {view.version}")
+    state = "EXPIRED" if view.expired else f"{(view.expires_at - now).days} days left"
+    _out(f"issued {_iso(view.issued_at)}, expires {_iso(view.expires_at)} ({state})")
+    _out(f"breakdowns: {view.breakdowns}")
+    _out(f"aggregator {view.aggregator['id']} {view.aggregator['public_key']}")
+    _out(f"coordinators ({view.threshold} of {len(view.coordinators)} must sign):")
+    for cid, key in view.coordinators.items():
+        _out(f"  {cid}  {key}")
+    _out(f"partners ({len(view.partners)}):")
+    for p in view.partners:
+        _out(f"  {p.id}  {p.name} ({p.country})  publishes {', '.join(p.publish)}")
+        for k in p.keys:
+            state = f"valid from {_iso(k.valid_from)}"
+            if k.valid_until is not None:
+                state += f" until {_iso(k.valid_until)}"
+            if k.revoked_at is not None:
+                state += f", REVOKED at {_iso(k.revoked_at)}"
+            _out(f"    key {k.kid}  {state}")
+    for s in view.signatures:
+        _out(
+            f"signature by {s.coordinator}: {'valid' if s.valid else 'NOT VALID for this version'}"
+        )
+    verdict = "signed" if view.signed else "NOT SIGNED ENOUGH"
+    _out(f"signatures: {view.valid_signatures} valid of {view.threshold} needed ({verdict})")
+    return 0
+
+
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    signed = load_region(args.file)
+    held = load_region(args.held).document if args.held else None
+    trusted = [_public_key(k, "--trust-coordinator") for k in args.trust_coordinator] or None
+    doc = accept(signed, held=held, trusted_coordinators=trusted, now=datetime.now(UTC))
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise CliError(f"cannot create {out}: {e.strerror or e}") from None
+    store_dir = (args.store_dir or out / "jetstream").absolute()
+    credentials_path = out / CREDENTIALS_FILE
+    previous = load_credentials(credentials_path) if credentials_path.exists() else None
+    credentials = generate_credentials(doc, previous)
+    text = nats_config(doc, credentials, host=args.host, port=args.port, store_dir=store_dir)
+    save_credentials(credentials_path, credentials)
+    config_path = out / CONFIG_FILE
+    try:
+        _atomic_write(config_path, text.encode(), 0o600)
+    except OSError as e:
+        raise CliError(f"cannot write {config_path}: {e.strerror or e}") from None
+    _out(
+        f"wrote {config_path} for region {doc.region} version {doc.version} "
+        f"({len(doc.partners)} partner(s)) and {credentials_path} (mode 0600)"
+    )
+    _note(
+        "give each partner only its own password; keep the operator password offline "
+        f"(`handsoff region streams --credentials {credentials_path}` creates the streams)"
+    )
+    return 0
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    import nats
+    import nats.errors
+    import nats.js.errors
+
+    credentials = load_credentials(args.credentials)
+
+    async def run() -> list[str]:
+        nc = await nats.connect(
+            args.url,
+            user=OPERATOR_USER,
+            password=credentials.password(OPERATOR_USER),
+            connect_timeout=5,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
+        try:
+            infos = await ensure_streams(nc.jetstream(), credentials.region)
+            return [f"{i.config.name}: {i.state.messages} message(s)" for i in infos]
+        finally:
+            await nc.close()
+
+    try:
+        lines = asyncio.run(run())
+    except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as e:
+        raise CliError(
+            f"cannot set up the streams at {args.url}: {e or type(e).__name__}"
+        ) from None
+    for line in lines:
+        _out(line)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Parser
+
+
+def with_file(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--file", type=Path, required=True, help="the region document")
+    return parser
+
+
+def add_region_commands(sub: Any) -> None:
+    """Add `region` and its commands to the `handsoff` subparsers."""
+    region = sub.add_parser("region", help="the signed region document and the region's NATS")
+    rs = region.add_subparsers(dest="region_command", required=True)
+
+    init = with_file(rs.add_parser("init", help="draft version 1 of a region document"))
+    init.add_argument("--region", required=True, help="region id, e.g. sadc")
+    init.add_argument("--threshold", type=int, required=True, help="signatures needed")
+    init.add_argument(
+        "--coordinator",
+        action="append",
+        required=True,
+        metavar="ID=HEXPUBKEY",
+        help="a coordinator and the public key from `coordinator-key` (repeat)",
+    )
+    init.add_argument("--aggregator", required=True, metavar="ID=HEXPUBKEY")
+    init.add_argument("--expires-days", type=int, default=365)
+    init.add_argument("--breakdowns", choices=["country", "partner"], default="country")
+    init.set_defaults(func=cmd_init)
+
+    add = with_file(rs.add_parser("add-partner", help="add a partner with its node's key"))
+    add.add_argument("--partner", required=True, help="partner id, e.g. sisonke-bw")
+    add.add_argument("--name", required=True)
+    add.add_argument("--country", required=True, help="ISO 3166 alpha-2, e.g. BW")
+    add.add_argument(
+        "--key", required=True, metavar="HEXPUBKEY", help="from `handsoff node keys show`"
+    )
+    add.add_argument("--valid-from", metavar="ISO", help="default: now")
+    add.set_defaults(func=cmd_add_partner)
+
+    addk = with_file(rs.add_parser("add-key", help="add a key to a partner (after a rotation)"))
+    addk.add_argument("--partner", required=True)
+    addk.add_argument("--key", required=True, metavar="HEXPUBKEY")
+    addk.add_argument("--valid-from", metavar="ISO", help="default: now")
+    addk.add_argument("--valid-until", metavar="ISO")
+    addk.set_defaults(func=cmd_add_key)
+
+    revoke = with_file(rs.add_parser("revoke-key", help="revoke a partner's key"))
+    revoke.add_argument("--partner", required=True)
+    revoke.add_argument("--kid", required=True, help="key id (hex)")
+    revoke.add_argument("--at", metavar="ISO", help="revoked from (default: now; may be past)")
+    revoke.set_defaults(func=cmd_revoke_key)
+
+    bd = with_file(rs.add_parser("set-breakdowns", help="allow partner-level breakdowns or not"))
+    bd.add_argument("--breakdowns", choices=["country", "partner"], required=True)
+    bd.set_defaults(func=cmd_set_breakdowns)
+
+    renew = with_file(rs.add_parser("renew", help="push the expiry out"))
+    renew.add_argument("--expires-days", type=int, default=365)
+    renew.set_defaults(func=cmd_renew)
+
+    _add_key_and_nats_commands(rs)
+
+
+def _add_key_and_nats_commands(rs: Any) -> None:
+    ck = rs.add_parser("coordinator-key", help="make a coordinator key (encrypted key file)")
+    ck.add_argument("--out", type=Path, required=True, help="the key file to write")
+    ck.add_argument(
+        "--kdf",
+        choices=[k.value for k in KdfStrength],
+        default=KdfStrength.MODERATE.value,
+        help="argon2id strength for the key file (interactive for small machines)",
+    )
+    ck.set_defaults(func=cmd_coordinator_key)
+
+    sign = with_file(rs.add_parser("sign", help="sign the document as a coordinator"))
+    sign.add_argument("--coordinator", required=True, help="your coordinator id")
+    sign.add_argument("--key-file", type=Path, required=True)
+    sign.set_defaults(func=cmd_sign)
+
+    show = with_file(rs.add_parser("show", help="show the document and its signatures"))
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    nc = with_file(rs.add_parser("nats-config", help="write nats-server.conf and credentials"))
+    nc.add_argument("--out", type=Path, required=True, help="directory to write into")
+    nc.add_argument("--host", default="127.0.0.1")
+    nc.add_argument("--port", type=int, default=4222)
+    nc.add_argument("--store-dir", type=Path, help="JetStream store (default OUT/jetstream)")
+    nc.add_argument(
+        "--held", type=Path, help="the region file deployed so far (its coordinators must sign)"
+    )
+    nc.add_argument(
+        "--trust-coordinator",
+        action="append",
+        default=[],
+        metavar="HEXPUBKEY",
+        help="for a first deployment: only these coordinator keys count (repeat)",
+    )
+    nc.set_defaults(func=cmd_nats_config)
+
+    st = rs.add_parser("streams", help="create or update the region's JetStream streams")
+    st.add_argument("--credentials", type=Path, required=True, help="from `nats-config`")
+    st.add_argument("--url", default="nats://127.0.0.1:4222")
+    st.set_defaults(func=cmd_streams)

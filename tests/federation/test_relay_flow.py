@@ -1,0 +1,129 @@
+"""Three partner nodes relay through a real nats-server: consented events exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import DeliverPolicy
+
+from handsoff.events import Country
+from handsoff.federation import subjects
+from handsoff.federation.envelope import open_message
+from handsoff.federation.natsconf import ensure_streams
+from handsoff.federation.policy import SharePolicy
+from handsoff.federation.pseudonyms import Pseudonymiser
+from handsoff.federation.region import RegionDocument
+from handsoff.federation.shared import decode, encode
+from handsoff.services.natsserver import EmbeddedNats
+from handsoff.services.node.config import FederationSettings
+from handsoff.services.node.link import NodeLink, join_region
+from handsoff.services.node.node import Node
+from handsoff.services.node.outbox import CaseLogSource
+from handsoff.services.simulate import StoryTeller
+from support import RegionKit, make_node
+
+SUPERVISOR_STEPS = ("CaseClosed", "ConsentCorrected")
+
+
+def record_stories(node: Node, seed: int, n: int) -> None:
+    teller = StoryTeller(seed, Country.BW, datetime.now(UTC) - timedelta(days=200))
+    for story in teller.stories(n):
+        state = node.cases.report_incident(story.incident, "pat")
+        for change in story.changes:
+            state = node.cases.record_change(state.case_id, state.version, change, "pat")
+
+
+def expected_messages(node: Node) -> list[tuple[str, bytes]]:
+    """(msg id, payload) the share policy makes from the whole log, computed independently."""
+    policy = SharePolicy(node.config.partner, Pseudonymiser(node.pseudonym_key))
+    out = []
+    for c in CaseLogSource(node.cases).changes_after(0, 1_000_000):
+        for i, shared in enumerate(policy.process(c.case_id, c.change)):
+            out.append((f"{node.config.partner}:{c.notification_id}:{i}", encode(shared)))
+    return out
+
+
+async def read_stream(url: str, region: RegionDocument) -> list[Any]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(subjects.events_stream(region.region))
+        total = info.state.messages
+        sub = await js.subscribe(subjects.all_events(region.region), ordered_consumer=True,
+                                 deliver_policy=DeliverPolicy.ALL)
+        opened = []
+        for _ in range(total):
+            m = await sub.next_msg(timeout=5)
+            opened.append((open_message(region, m.subject, m.headers, m.data,
+                                        m.metadata.timestamp, decode), m.data))
+        await sub.unsubscribe()
+        return opened
+    finally:
+        await nc.close()
+
+
+async def relay_until_caught_up(links: list[NodeLink], deadline_s: float = 60) -> None:
+    for link in links:
+        await link.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while True:
+        statuses = [link.status() for link in links]
+        if all(s.relay_lag == 0 and s.relay_position > 0 for s in statuses):
+            return
+        assert loop.time() < deadline, f"relays did not catch up: {statuses}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def three_nodes(tmp_path: Path) -> list[Node]:
+    nodes = [make_node(tmp_path / p, p) for p in ("p1", "p2", "p3")]
+    yield nodes  # type: ignore[misc]
+    for n in nodes:
+        n.close()
+
+
+async def test_every_consented_event_arrives_exactly_once_signed(
+        tmp_path: Path, three_nodes: list[Node], nats_server: EmbeddedNats) -> None:
+    kit = RegionKit(three_nodes)
+    region_file = kit.save(tmp_path / "region.json")
+    for seed, node in enumerate(three_nodes, 1):
+        join_region(node, region_file)
+        record_stories(node, seed, 25)
+    nc = await nats.connect(nats_server.url)
+    await ensure_streams(nc.jetstream(), kit.document.region)
+    await nc.close()
+
+    settings = FederationSettings(nats_url=nats_server.url, nats_user="ignored")
+    links = [NodeLink(n, settings) for n in three_nodes]
+    try:
+        await relay_until_caught_up(links)
+    finally:
+        for link in links:
+            await link.stop()
+
+    stored = await read_stream(nats_server.url, kit.document)
+    ids = [opened.msg_id for opened, _ in stored]
+    assert len(ids) == len(set(ids)), "a message was stored twice"
+    for node in three_nodes:
+        expected = expected_messages(node)
+        assert expected, "the synthetic stories should share something"
+        mine = [(o.msg_id, payload) for o, payload in stored if o.partner == node.config.partner]
+        assert sorted(mine) == sorted(expected)  # same ids, byte-identical payloads
+    # Cases without statistics consent never appear.
+    for node in three_nodes:
+        pseud = Pseudonymiser(node.pseudonym_key)
+        node.cases.refresh()
+        unconsented = {pseud.case(cid) for cid, s in node.cases.states.items()
+                       if not any(k[0].value == "regional_statistics" for k in s.consents)}
+        shared_cases = {o.event.case for o, _ in stored}
+        assert unconsented, "some synthetic cases have no consent"
+        assert not unconsented & shared_cases
+    kinds = Counter(type(o.event).__name__ for o, _ in stored)
+    assert kinds["SharedIncident"] > 0 and kinds["SharedRetraction"] >= 0
