@@ -44,8 +44,8 @@ def expected_messages(node: Node) -> list[tuple[str, bytes]]:
     policy = SharePolicy(node.config.partner, Pseudonymiser(node.pseudonym_key))
     out = []
     for c in CaseLogSource(node.cases).changes_after(0, 1_000_000):
-        for i, shared in enumerate(policy.process(c.case_id, c.change)):
-            out.append((f"{node.config.partner}:{c.notification_id}:{i}", encode(shared)))
+        for shared in policy.process(c.case_id, c.change):
+            out.append((f"{node.config.partner}:{len(out) + 1}", encode(shared)))
     return out
 
 
@@ -100,7 +100,8 @@ async def test_every_consented_event_arrives_exactly_once_signed(
     await ensure_streams(nc.jetstream(), kit.document.region)
     await nc.close()
 
-    settings = FederationSettings(nats_url=nats_server.url, nats_user="ignored")
+    settings = FederationSettings(nats_url=nats_server.url, nats_user="ignored",
+                                  publish_interval=0)
     links = [NodeLink(n, settings) for n in three_nodes]
     try:
         await relay_until_caught_up(links)

@@ -1,7 +1,9 @@
 """The signed envelope of every message a node shares (a wire format, pinned here).
 
     subject      hx.<region>.events.<partner>.<kind>
-    Nats-Msg-Id  <partner>:<notification id>:<index>   (deterministic: retries deduplicate)
+    Nats-Msg-Id  <partner>:<n>  n = 1, 2, 3 ... counts this partner's shared messages; it is
+                 deterministic (a replay of the log numbers them again the same way), so
+                 retries deduplicate, and it reveals nothing of the node's unshared activity
     Hx-Kid       hex key id of the signing key
     Hx-Sig       hex Ed25519 signature over
                  "hx-shared-v1\\0" | u16 len | subject | u16 len | msg id | payload
@@ -43,21 +45,19 @@ class KeyDirectory(Protocol):
 class Opened(NamedTuple):
     partner: str
     msg_id: str
-    notification_id: int
-    position: int  # the message's index among those made from one notification
+    number: int  # the partner's message number: (partner, number) identifies it for ever
     event: Any
 
 
-def message_id(partner: str, notification_id: int, index: int) -> str:
-    return f"{partner}:{notification_id}:{index}"
+def message_id(partner: str, number: int) -> str:
+    return f"{partner}:{number}"
 
 
-def parse_message_id(msg_id: str) -> tuple[str, int, int]:
-    try:
-        partner, notification, index = msg_id.split(":")
-        return partner, int(notification), int(index)
-    except ValueError:
-        raise EnvelopeRejected("malformed", f"message id {msg_id!r} is not partner:n:i") from None
+def parse_message_id(msg_id: str) -> tuple[str, int]:
+    partner, _, number = msg_id.partition(":")
+    if not number.isdigit() or int(number) < 1:
+        raise EnvelopeRejected("malformed", f"message id {msg_id!r} is not <partner>:<n>")
+    return partner, int(number)
 
 
 def signing_input(subject: str, msg_id: str, payload: bytes) -> bytes:
@@ -88,7 +88,7 @@ def open_message(directory: KeyDirectory, subject: str, headers: Mapping[str, st
     except ValueError as e:
         raise EnvelopeRejected("malformed", str(e)) from None
     msg_id = headers[MSG_ID]
-    partner, notification_id, index = parse_message_id(msg_id)
+    partner, number = parse_message_id(msg_id)
     if partner != subject_partner:
         raise EnvelopeRejected("wrong_sender",
                                f"message id names {partner}, subject belongs to {subject_partner}")
@@ -118,4 +118,4 @@ def open_message(directory: KeyDirectory, subject: str, headers: Mapping[str, st
     claimed = getattr(event, "partner", partner)
     if claimed != partner:
         raise EnvelopeRejected("partner_mismatch", f"{msg_id}: payload names {claimed}")
-    return Opened(partner, msg_id, notification_id, index, event)
+    return Opened(partner, msg_id, number, event)

@@ -174,11 +174,10 @@ class SharePolicy:
             record.backlog.clear()
             if not record.shared:
                 return []
+            case = self._pseudonyms.case(case_id)
+            retraction = validated(SharedRetraction(partner=self._partner, case=case))
             record.retracted = True
-            retraction = SharedRetraction(
-                partner=self._partner, case=self._pseudonyms.case(case_id)
-            )
-            return [validated(retraction)]
+            return [retraction]
         record.backlog.extend(would_share)
         if record.backlog and not _consent_possible(record.state):
             record.backlog.clear()  # can never leave

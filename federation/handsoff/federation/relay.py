@@ -88,6 +88,9 @@ class RelaySettings:
     batch: int = 256
     ack_timeout: float = 5.0
     idle_wait: float = 0.2
+    # Publish on a schedule, not the moment a change is made: JetStream stamps each message
+    # with its arrival time, which would otherwise date every step of a case to the second.
+    interval: float = 0.0
     retry_wait: tuple[float, float] = (0.25, 5.0)
     region_version: Callable[[], int] = field(default=lambda: 1)
 
@@ -109,22 +112,21 @@ class Relay:
         self.status = RelayStatus()
         self._position = store.load()
         self._replayed = False
+        self._numbered = 0  # shared messages made so far (message numbers are 1, 2, ...)
+        # Fault-injection point for crash tests: runs after the PubAcks, before the commit.
+        self.after_publish: Callable[[], None] | None = None
 
     def replay_policy(self) -> None:
-        """Brings the share policy to the committed position (its outputs were sent)."""
-        cursor = 0
-        while cursor < self._position.notification_id:
-            page = self.source.changes_after(cursor, 1000)
+        """Brings the share policy (and the message count) to the committed position: the
+        messages made from notifications up to there were sent and acknowledged."""
+        cursor, end = 0, self._position.notification_id
+        while cursor < end:
+            page = [c for c in self.source.changes_after(cursor, 1000) if c.notification_id <= end]
             if not page:
                 break
             for c in page:
-                if c.notification_id > self._position.notification_id:
-                    break
-                self.policy.process(c.case_id, c.change)
-                cursor = c.notification_id
-            else:
-                continue
-            break
+                self._numbered += len(self.policy.process(c.case_id, c.change))
+            cursor = page[-1].notification_id
         self.status.position = self._position.notification_id
         self._replayed = True
 
@@ -137,9 +139,10 @@ class Relay:
         signer = self.signer()
         out: list[Outgoing] = []
         for c in page:
-            for i, shared in enumerate(self.policy.process(c.case_id, c.change)):
+            for shared in self.policy.process(c.case_id, c.change):
+                self._numbered += 1
                 subject = subjects.events(s.region, s.partner, kind_of(type(shared)))
-                msg_id = message_id(s.partner, c.notification_id, i)
+                msg_id = message_id(s.partner, self._numbered)
                 payload = encode(shared)
                 headers = seal_headers(signer, subject, msg_id, payload, s.region_version())
                 out.append(Outgoing(c.notification_id, subject, msg_id, payload, headers))
@@ -158,8 +161,8 @@ class Relay:
             if not pending and upto == self._position.notification_id:
                 pending, upto = await asyncio.to_thread(self.next_batch)
                 self.status.pending = len(pending)
-                if upto == self._position.notification_id:
-                    await _sleep_or_stop(stop, self.settings.idle_wait)
+                if upto == self._position.notification_id:  # caught up
+                    await _sleep_or_stop(stop, max(self.settings.idle_wait, self.settings.interval))
                     continue
             try:
                 if reconcile:
@@ -177,6 +180,8 @@ class Relay:
                 wait = min(wait * 2, self.settings.retry_wait[1])
                 continue
             wait = self.settings.retry_wait[0]
+            if self.after_publish is not None:
+                self.after_publish()
             self._commit(Position(upto, max(last_seq, self._position.stream_seq)))
             self.status.published += len(pending)
             pending = []

@@ -48,6 +48,9 @@ class FederationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     nats_url: str
     nats_user: str
     nats_password_file: str | None = None
+    # Seconds between publishing rounds: messages leave in batches on a schedule, so their
+    # arrival times do not date each step of a case (0 publishes at once: tests, demos).
+    publish_interval: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
     def password(self) -> str | None:
         if self.nats_password_file is None:

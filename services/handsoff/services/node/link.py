@@ -57,8 +57,10 @@ def join_region(node: Node, region_file: Any, now: datetime | None = None) -> Re
     partner = doc.partner(node.config.partner)  # raises if this node is not a member
     current = node.keyring.current.kid
     if not any(k.kid == current for k in partner.keys):
-        raise ConfigError(f"the region lists no key {current} for {partner.id}: "
-                          "ask the coordinators to add this node's current key")
+        raise ConfigError(
+            f"the region lists no key {current} for {partner.id}: "
+            "ask the coordinators to add this node's current key"
+        )
     save_region(node.paths.region, candidate)
     return doc
 
@@ -70,8 +72,12 @@ class NodeLink:
         self.region = held_region(node)
         self.position = TrackedPosition(store_env(node.config, node.paths.data, "relay"))
         self.relay = Relay(
-            RelaySettings(region=self.region.region, partner=node.config.partner,
-                          region_version=lambda: self.region.version),
+            RelaySettings(
+                region=self.region.region,
+                partner=node.config.partner,
+                interval=settings.publish_interval,
+                region_version=lambda: self.region.version,
+            ),
             signer=lambda: node.signer,
             policy=SharePolicy(node.config.partner, Pseudonymiser(node.pseudonym_key)),
             source=CaseLogSource(node.cases),
@@ -85,8 +91,17 @@ class NodeLink:
         s = self.relay.status
         head = self.node.cases.recorder.max_notification_id() or 0
         connected = self._nc is not None and self._nc.is_connected and s.last_error is None
-        return LinkStatus(True, connected, self.region.region, self.region.version, s.position,
-                          head, max(head - s.position, 0), s.published, s.last_error)
+        return LinkStatus(
+            True,
+            connected,
+            self.region.region,
+            self.region.version,
+            s.position,
+            head,
+            max(head - s.position, 0),
+            s.published,
+            s.last_error,
+        )
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="handsoff-relay")
@@ -112,11 +127,16 @@ class NodeLink:
         while not self._stop.is_set():
             try:
                 return await nats.connect(
-                    self.settings.nats_url, user=self.settings.nats_user,
+                    self.settings.nats_url,
+                    user=self.settings.nats_user,
                     password=self.settings.password(),
                     inbox_prefix=subjects.inbox_prefix(self.node.config.partner),
-                    reconnect_time_wait=0.5, max_reconnect_attempts=-1,
-                    allow_reconnect=True, error_cb=self._error, name=self.node.config.partner)
+                    reconnect_time_wait=0.5,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    error_cb=self._error,
+                    name=self.node.config.partner,
+                )
             except (nats.errors.Error, OSError) as e:
                 self.relay.status.last_error = f"connecting: {type(e).__name__}: {e}"
                 log.warning("link: cannot reach NATS (%s); retrying", type(e).__name__)

@@ -29,13 +29,16 @@ class CaseLogSource:
             self._follower = ChainFollower(self.cases.name, self.cases.sealing.keyring)
         self._follower.keyring = self.cases.sealing.keyring  # rotations
         while self._follower.position < notification_id:
-            self._read(self._follower.position, min(notification_id - self._follower.position, 1000))
+            self._read(
+                self._follower.position, min(notification_id - self._follower.position, 1000)
+            )
         return self._read(notification_id, limit)
 
     def _read(self, after: int, limit: int) -> list[Change]:
         out = []
         for n in self.cases.recorder.select_notifications(
-                start=after, limit=limit, inclusive_of_start=False):
+            start=after, limit=limit, inclusive_of_start=False
+        ):
             sealed = self._follower.check(n)
             where = event_ref(self.cases.name, n.originator_id, n.originator_version, n.id)
             rec = self.cases.sealing.open_body(n, sealed.body, where)
@@ -52,8 +55,10 @@ class TrackedPosition:
         self.recorder: TrackingRecorder = factory.tracking_recorder()
 
     def load(self) -> Position:
-        return Position(self.recorder.max_tracking_id(NOTIFICATIONS) or 0,
-                        self.recorder.max_tracking_id(STREAM_SEQ) or 0)
+        return Position(
+            self.recorder.max_tracking_id(NOTIFICATIONS) or 0,
+            self.recorder.max_tracking_id(STREAM_SEQ) or 0,
+        )
 
     def save(self, position: Position) -> None:
         current = self.load()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 from uuid import UUID
 
@@ -63,10 +64,11 @@ def seal(
     return state, link
 
 
-def unseal(state: bytes, where: str) -> Seal:
-    """Splits a stored state; `where` names the event in the error."""
+def unseal(state: bytes, where: str | Callable[[], str]) -> Seal:
+    """Splits a stored state; `where` names the event in the error (or makes that name)."""
     if len(state) < _HEADER_LEN or state[:1] != FORMAT_V1:
-        raise TamperedEvent(where, "stored state is not a sealed event (bad format or too short)")
+        name = where if isinstance(where, str) else where()
+        raise TamperedEvent(name, "stored state is not a sealed event (bad format or too short)")
     kid = state[1 : 1 + KEY_ID_LEN]
     prev = state[1 + KEY_ID_LEN : 1 + KEY_ID_LEN + LINK_LEN]
     signature = state[1 + KEY_ID_LEN + LINK_LEN : _HEADER_LEN]
