@@ -548,13 +548,12 @@ def test_rule_violations_conflict(step: str, prepared: tuple[str, ...], detail: 
 def test_an_incident_breaking_the_rules_is_refused_as_documented(
         overrides: dict[str, Any], detail: str, app: FastAPI, client: TestClient,
         principals: Any, lifecycle: Any, snap: Callable[[], Any]) -> None:
-    # Product bug: POST /cases answers these with 409, which its OpenAPI does not list
-    # (201, 401, 403, 413, 422). Either status is acceptable once documented.
+    # These rules concern the report itself, not a case's state: 422, as documented.
     documented = {int(code) for code in app.openapi()["paths"]["/cases"]["post"]["responses"]}
     before = snap()
     r = client.post("/cases", json=msgspec.to_builtins(lifecycle.incident(**overrides)),
                     headers=principals.headers("paralegal"))
-    assert r.status_code in {409, 422}, r.text
+    assert r.status_code == 422, r.text
     assert r.json() == {"detail": detail, "field": None}
     assert snap() == before
     assert r.status_code in documented, f"{r.status_code} is not documented: {documented}"

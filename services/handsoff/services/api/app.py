@@ -193,7 +193,10 @@ def create_app(node: Node) -> FastAPI:
         user: Annotated[User, Depends(require(PARALEGAL_WORK))],
         change: Annotated[IncidentReported, Depends(body_of(IncidentReported, limit))],
     ) -> Response:
-        state = await run_in_threadpool(node.cases.report_incident, change, user.name)
+        try:
+            state = await run_in_threadpool(node.cases.report_incident, change, user.name)
+        except CaseRuleViolation as e:  # about the report itself, not a case's state
+            raise InputError(str(e)) from None
         return _json(CaseCreated(state.case_id, state.version), 201)
 
     for step in STEPS:

@@ -17,6 +17,7 @@ from handsoff.services.node.admin import Role, UserName
 
 T = TypeVar("T")
 _FIELD = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
 
 
 class InputError(Exception):
@@ -74,10 +75,14 @@ class CaseCreated(msgspec.Struct, frozen=True):
 
 
 def field_of(error: msgspec.ValidationError) -> str | None:
-    m = _FIELD.search(str(error))
-    if m is None:
-        return None
-    return m.group("path").lstrip(".") or None
+    """The field an error is about: `change.responded_at`, `violence_types[0]`, ..."""
+    text = str(error)
+    m = _FIELD.search(text)
+    path = m.group("path").lstrip(".") if m else ""
+    named = _NAMED.search(text)  # a missing or unknown field is named in the message
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    return path or None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
