@@ -48,6 +48,7 @@ MATRIX: dict[tuple[str, str], tuple[int, frozenset[str]]] = {
     ("GET", "/cases/{case_id}"): (200, frozenset({P, S})),
     ("GET", "/cases/{case_id}/seals"): (200, frozenset({AU, S})),
     ("GET", "/verification"): (200, frozenset({AU, S})),
+    ("GET", "/status"): (200, frozenset({P, S, AU, AD})),
     ("GET", "/keys"): (200, frozenset({AD, AU})),
     ("POST", "/keys/rotate"): (200, frozenset({AD})),
     ("GET", "/users"): (200, frozenset({AD})),
@@ -62,6 +63,7 @@ NEEDS = {
     frozenset({AU, S}): "auditor, supervisor",
     frozenset({AD, AU}): "admin, auditor",
     frozenset({AD}): "admin",
+    frozenset({P, S, AU, AD}): "admin, auditor, paralegal, supervisor",
 }
 
 

@@ -102,7 +102,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         secret = passphrase(os.environ)
         node = Node.open(args.dir, secret)
         try:
-            app = create_app(node)
+            link = None
+            if node.config.federation is not None:
+                from handsoff.services.node.link import NodeLink
+
+                link = NodeLink(node, node.config.federation)
+                _out(f"relaying consented events to {node.config.federation.nats_url}")
+            app = create_app(node, link)
             app.state.passphrase = secret
             host = args.host or node.config.host
             port = args.port if args.port is not None else node.config.port
@@ -114,6 +120,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
             uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
         finally:
             node.close()
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from handsoff.services.node.config import FederationSettings, save_config
+    from handsoff.services.node.link import join_region
+
+    node = Node.open(args.dir, passphrase(os.environ))
+    try:
+        doc = join_region(node, args.region)
+        settings = FederationSettings(
+            nats_url=args.nats,
+            nats_user=args.user or node.config.partner,
+            nats_password_file=str(args.password_file.resolve()) if args.password_file else None,
+            publish_interval=args.publish_interval,
+        )
+        save_config(node.paths, msgspec.structs.replace(node.config, federation=settings))
+    finally:
+        node.close()
+    _out(
+        f"joined region {doc.region} (version {doc.version}); relaying to {args.nats} "
+        "when the node serves"
+    )
     return 0
 
 
@@ -247,22 +276,35 @@ def build_parser() -> argparse.ArgumentParser:
     node = sub.add_parser("node", help="run and look after a partner node")
     ns = node.add_subparsers(dest="node_command", required=True)
 
-    def with_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--dir", type=Path, required=True, help="the node directory")
-        return parser
+    _add_init(ns)
+    _add_node_commands(ns)
+    _add_tools(sub)
+    from handsoff.services.region_cli import add_region_commands  # it imports this module
 
-    kdf = {
-        "choices": [k.value for k in KdfStrength],
-        "default": KdfStrength.MODERATE.value,
-        "help": "argon2id strength for the key file (interactive for small machines)",
-    }
+    add_region_commands(sub)
+    return p
+
+
+def with_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--dir", type=Path, required=True, help="the node directory")
+    return parser
+
+
+KDF_OPTION: dict[str, Any] = {
+    "choices": [k.value for k in KdfStrength],
+    "default": KdfStrength.MODERATE.value,
+    "help": "argon2id strength for the key file (interactive for small machines)",
+}
+
+
+def _add_init(ns: Any) -> None:
     init = with_dir(ns.add_parser("init", help="create config, keys and stores"))
     init.add_argument("--partner", required=True, help="partner id, e.g. sisonke-bw")
     init.add_argument("--country", required=True, help="ISO 3166 alpha-2 code, e.g. BW")
     init.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     init.add_argument("--host", default="127.0.0.1")
     init.add_argument("--port", type=int, default=8600)
-    init.add_argument("--kdf", **kdf)  # type: ignore[arg-type]
+    init.add_argument("--kdf", **KDF_OPTION)
     init.add_argument("--pg-schema")
     init.add_argument("--pg-dbname", default="handsoff")
     init.add_argument("--pg-host", default="127.0.0.1")
@@ -271,10 +313,26 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--pg-password-env", help="name of the variable holding the password")
     init.set_defaults(func=cmd_init)
 
+
+def _add_node_commands(ns: Any) -> None:
+
     serve = with_dir(ns.add_parser("serve", help="serve the HTTP API"))
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(func=cmd_serve)
+
+    join = with_dir(ns.add_parser("join", help="join a region (signed region document)"))
+    join.add_argument("--region", type=Path, required=True, help="the signed region file")
+    join.add_argument("--nats", required=True, help="the region's NATS URL")
+    join.add_argument("--user", help="NATS user (default: the partner id)")
+    join.add_argument("--password-file", type=Path, help="file holding the NATS password")
+    join.add_argument(
+        "--publish-interval",
+        type=float,
+        default=300.0,
+        help="seconds between publishing rounds (default 300)",
+    )
+    join.set_defaults(func=cmd_join)
 
     users = ns.add_parser("users", help="API users and their tokens")
     us = users.add_subparsers(dest="users_command", required=True)
@@ -291,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     ks = keys.add_subparsers(dest="keys_command", required=True)
     with_dir(ks.add_parser("show", help="show public keys")).set_defaults(func=cmd_keys_show)
     rotate = with_dir(ks.add_parser("rotate", help="rotate the signing key (node stopped)"))
-    rotate.add_argument("--kdf", **kdf)  # type: ignore[arg-type]
+    rotate.add_argument("--kdf", **KDF_OPTION)
     rotate.set_defaults(func=cmd_keys_rotate)
 
     verify = with_dir(ns.add_parser("verify", help="verify every signature and chain link"))
@@ -302,12 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=cmd_verify)
-
-    _add_tools(sub)
-    from handsoff.services.region_cli import add_region_commands  # it imports this module
-
-    add_region_commands(sub)
-    return p
 
 
 def _add_tools(sub: Any) -> None:

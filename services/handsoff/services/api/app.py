@@ -1,6 +1,8 @@
 """The node's HTTP API: a command per lifecycle step, case queries, audit, users and keys."""
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -39,6 +41,7 @@ from handsoff.services.api import views
 from handsoff.services.api.auth import (
     ADMINISTRATION,
     AUDIT,
+    EVERY_ROLE,
     KEY_READERS,
     PARALEGAL_WORK,
     SUPERVISION,
@@ -58,6 +61,7 @@ from handsoff.services.api.bodies import (
 )
 from handsoff.services.node.admin import Role, UnknownUser, User, UserExists
 from handsoff.services.node.errors import CaseNotFound, NodeError, StaleCase, TamperedEvent
+from handsoff.services.node.link import LinkStatus, NodeLink
 from handsoff.services.node.node import Node
 from handsoff.services.node.verify import VerificationReport
 
@@ -123,8 +127,34 @@ class _Schemas:
     def of(self, t: Any) -> dict[str, Any]:
         return dict(self.refs[t])
 
+    def body(self, t: Any, description: str = "") -> dict[str, Any]:
+        return {
+            "requestBody": {
+                "required": True,
+                "description": description,
+                "content": {"application/json": {"schema": self.of(t)}},
+            }
+        }
 
-def create_app(node: Node) -> FastAPI:
+    def responses(
+        self, status: int, t: Any, description: str, *errors: int
+    ) -> dict[int | str, Any]:
+        out: dict[int | str, Any] = {
+            status: {
+                "description": description,
+                "content": {"application/json": {"schema": self.of(t)}},
+            }
+        }
+        for code in (401, 403, 422, *errors):
+            out[code] = {
+                "description": ERRORS.get(code, _ERROR_TEXT.get(code, "Error")),
+                "content": {"application/json": {"schema": _ref("Problem")}},
+            }
+        return out
+
+
+def create_app(node: Node, link: NodeLink | None = None) -> FastAPI:
+    """The node's API; `link` (the relay to the region) runs beside it when given."""
     limit = node.config.max_body_bytes
     updates = {s.path: Update[s.change] for s in STEPS}  # type: ignore[name-defined]
     response_types: list[Any] = [
@@ -139,10 +169,22 @@ def create_app(node: Node) -> FastAPI:
         list[UserView],
         IssuedToken,
         UserView,
+        LinkStatus,
     ]
     schemas = _Schemas([IncidentReported, NewUser, *updates.values(), *response_types])
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if link is not None:
+            await link.start()
+        try:
+            yield
+        finally:
+            if link is not None:
+                await link.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="handsoff node",
         version="1",
         description=(
@@ -151,29 +193,6 @@ def create_app(node: Node) -> FastAPI:
         ),
     )
     app.state.node = node
-
-    def body(t: Any, description: str = "") -> dict[str, Any]:
-        return {
-            "requestBody": {
-                "required": True,
-                "description": description,
-                "content": {"application/json": {"schema": schemas.of(t)}},
-            }
-        }
-
-    def responses(status: int, t: Any, description: str, *errors: int) -> dict[int | str, Any]:
-        out: dict[int | str, Any] = {
-            status: {
-                "description": description,
-                "content": {"application/json": {"schema": schemas.of(t)}},
-            }
-        }
-        for code in (401, 403, 422, *errors):
-            out[code] = {
-                "description": ERRORS.get(code, _ERROR_TEXT.get(code, "Error")),
-                "content": {"application/json": {"schema": _ref("Problem")}},
-            }
-        return out
 
     _install_error_handlers(app)
 
@@ -186,8 +205,8 @@ def create_app(node: Node) -> FastAPI:
         status_code=201,
         tags=["cases"],
         summary="Report an incident (opens a case)",
-        openapi_extra=body(IncidentReported),
-        responses=responses(201, CaseCreated, "The new case", 413),
+        openapi_extra=schemas.body(IncidentReported),
+        responses=schemas.responses(201, CaseCreated, "The new case", 413),
     )
     async def report_incident(
         user: Annotated[User, Depends(require(PARALEGAL_WORK))],
@@ -200,13 +219,13 @@ def create_app(node: Node) -> FastAPI:
         return _json(CaseCreated(state.case_id, state.version), 201)
 
     for step in STEPS:
-        _add_step(app, node, step, updates[step.path], limit, body, responses)
+        _add_step(app, node, step, updates[step.path], limit, schemas)
 
     @app.get(
         "/cases",
         tags=["cases"],
         summary="List cases (no personal data)",
-        responses=responses(200, views.CaseList, "A page of case summaries"),
+        responses=schemas.responses(200, views.CaseList, "A page of case summaries"),
     )
     async def list_cases(
         user: Annotated[User, Depends(require(PARALEGAL_WORK))],
@@ -230,7 +249,7 @@ def create_app(node: Node) -> FastAPI:
         "/cases/{case_id}",
         tags=["cases"],
         summary="One case with its full history",
-        responses=responses(200, views.CaseDetail, "The case", 404),
+        responses=schemas.responses(200, views.CaseDetail, "The case", 404),
     )
     async def get_case(
         case_id: UUID,
@@ -239,88 +258,7 @@ def create_app(node: Node) -> FastAPI:
         state, history = await run_in_threadpool(node.cases.history, case_id)
         return _json(views.detail(state, history))
 
-    @app.get(
-        "/cases/{case_id}/seals",
-        tags=["audit"],
-        summary="Signatures and chain links of one case, verified (no case data)",
-        responses=responses(200, views.SealList, "Seals", 404),
-    )
-    async def get_seals(case_id: UUID, user: Annotated[User, Depends(require(AUDIT))]) -> Response:
-        seals = await run_in_threadpool(node.cases.seals, case_id)
-        return _json(views.SealList(case_id, seals))
-
-    @app.get(
-        "/verification",
-        tags=["audit"],
-        summary="Verify every log of the node now",
-        responses=responses(200, VerificationReport, "The verification report"),
-    )
-    async def verification(user: Annotated[User, Depends(require(AUDIT))]) -> Response:
-        report = await run_in_threadpool(node.verify)
-        return _json(report)
-
-    @app.get(
-        "/keys",
-        tags=["keys"],
-        summary="The node's public keys, oldest first",
-        responses=responses(200, list[KeyView], "Public keys"),
-    )
-    async def keys(user: Annotated[User, Depends(require(KEY_READERS))]) -> Response:
-        return _json(views.key_views(node.keyring))
-
-    @app.post(
-        "/keys/rotate",
-        tags=["keys"],
-        summary="Rotate the node's signing key",
-        responses=responses(200, list[KeyView], "Public keys after the rotation", 503),
-    )
-    async def rotate(
-        request: Request, user: Annotated[User, Depends(require(ADMINISTRATION))]
-    ) -> Response:
-        passphrase = request.app.state.passphrase
-        if passphrase is None:
-            return _problem(503, "this server was started without its passphrase")
-        await run_in_threadpool(node.rotate_key, passphrase, user.name)
-        return _json(views.key_views(node.keyring))
-
-    @app.get(
-        "/users",
-        tags=["users"],
-        summary="The node's users (no tokens)",
-        responses=responses(200, list[UserView], "Users"),
-    )
-    async def users(user: Annotated[User, Depends(require(ADMINISTRATION))]) -> Response:
-        await run_in_threadpool(node.admin.refresh)
-        return _json([UserView(u.name, u.role, u.active) for u in node.admin.users.values()])
-
-    @app.post(
-        "/users",
-        status_code=201,
-        tags=["users"],
-        summary="Add a user; the token is shown once",
-        openapi_extra=body(NewUser),
-        responses=responses(201, IssuedToken, "The new user's token", 409, 413),
-    )
-    async def add_user(
-        user: Annotated[User, Depends(require(ADMINISTRATION))],
-        new: Annotated[NewUser, Depends(body_of(NewUser, limit))],
-    ) -> Response:
-        token = await run_in_threadpool(node.admin.add_user, new.name, new.role, user.name)
-        return _json(IssuedToken(new.name, new.role, token), 201)
-
-    @app.delete(
-        "/users/{name}",
-        tags=["users"],
-        summary="Revoke a user's token",
-        responses=responses(200, UserView, "The revoked user", 404),
-    )
-    async def revoke_user(
-        name: Annotated[str, views.USER_NAME_PATH],
-        user: Annotated[User, Depends(require(ADMINISTRATION))],
-    ) -> Response:
-        await run_in_threadpool(node.admin.revoke_user, name, user.name)
-        revoked = node.admin.users[name]
-        return _json(UserView(revoked.name, revoked.role, revoked.active))
+    _add_audit_and_admin_routes(app, node, link, schemas, limit)
 
     app.state.passphrase = None
     app.openapi = lambda: _openapi(app, schemas)  # type: ignore[method-assign]
@@ -335,8 +273,106 @@ _ERROR_TEXT = {
 }
 
 
+def _add_audit_and_admin_routes(
+    app: FastAPI, node: Node, link: NodeLink | None, schemas: _Schemas, limit: int
+) -> None:
+    @app.get(
+        "/cases/{case_id}/seals",
+        tags=["audit"],
+        summary="Signatures and chain links of one case, verified (no case data)",
+        responses=schemas.responses(200, views.SealList, "Seals", 404),
+    )
+    async def get_seals(case_id: UUID, user: Annotated[User, Depends(require(AUDIT))]) -> Response:
+        seals = await run_in_threadpool(node.cases.seals, case_id)
+        return _json(views.SealList(case_id, seals))
+
+    @app.get(
+        "/verification",
+        tags=["audit"],
+        summary="Verify every log of the node now",
+        responses=schemas.responses(200, VerificationReport, "The verification report"),
+    )
+    async def verification(user: Annotated[User, Depends(require(AUDIT))]) -> Response:
+        report = await run_in_threadpool(node.verify)
+        return _json(report)
+
+    @app.get(
+        "/status",
+        tags=["operations"],
+        summary="The node's link to its region",
+        responses=schemas.responses(200, LinkStatus, "Relay position, lag and connection state"),
+    )
+    async def status(user: Annotated[User, Depends(require(EVERY_ROLE))]) -> Response:
+        if link is None:
+            return _json(LinkStatus(configured=False))
+        return _json(await run_in_threadpool(link.status))
+
+    @app.get(
+        "/keys",
+        tags=["keys"],
+        summary="The node's public keys, oldest first",
+        responses=schemas.responses(200, list[KeyView], "Public keys"),
+    )
+    async def keys(user: Annotated[User, Depends(require(KEY_READERS))]) -> Response:
+        return _json(views.key_views(node.keyring))
+
+    @app.post(
+        "/keys/rotate",
+        tags=["keys"],
+        summary="Rotate the node's signing key",
+        responses=schemas.responses(200, list[KeyView], "Public keys after the rotation", 503),
+    )
+    async def rotate(
+        request: Request, user: Annotated[User, Depends(require(ADMINISTRATION))]
+    ) -> Response:
+        passphrase = request.app.state.passphrase
+        if passphrase is None:
+            return _problem(503, "this server was started without its passphrase")
+        await run_in_threadpool(node.rotate_key, passphrase, user.name)
+        return _json(views.key_views(node.keyring))
+
+    @app.get(
+        "/users",
+        tags=["users"],
+        summary="The node's users (no tokens)",
+        responses=schemas.responses(200, list[UserView], "Users"),
+    )
+    async def users(user: Annotated[User, Depends(require(ADMINISTRATION))]) -> Response:
+        await run_in_threadpool(node.admin.refresh)
+        return _json([UserView(u.name, u.role, u.active) for u in node.admin.users.values()])
+
+    @app.post(
+        "/users",
+        status_code=201,
+        tags=["users"],
+        summary="Add a user; the token is shown once",
+        openapi_extra=schemas.body(NewUser),
+        responses=schemas.responses(201, IssuedToken, "The new user's token", 409, 413),
+    )
+    async def add_user(
+        user: Annotated[User, Depends(require(ADMINISTRATION))],
+        new: Annotated[NewUser, Depends(body_of(NewUser, limit))],
+    ) -> Response:
+        token = await run_in_threadpool(node.admin.add_user, new.name, new.role, user.name)
+        return _json(IssuedToken(new.name, new.role, token), 201)
+
+    @app.delete(
+        "/users/{name}",
+        tags=["users"],
+        summary="Revoke a user's token",
+        responses=schemas.responses(200, UserView, "The revoked user", 404),
+    )
+    async def revoke_user(
+        name: Annotated[str, views.USER_NAME_PATH],
+        user: Annotated[User, Depends(require(ADMINISTRATION))],
+    ) -> Response:
+        await run_in_threadpool(node.admin.revoke_user, name, user.name)
+        revoked = node.admin.users[name]
+        return _json(UserView(revoked.name, revoked.role, revoked.active))
+
+
 def _add_step(
-    app: FastAPI, node: Node, step: Step, update_type: Any, limit: int, body: Any, responses: Any
+    app: FastAPI, node: Node, step: Step, update_type: Any, limit: int, schemas: _Schemas
 ) -> None:
     async def record(
         case_id: UUID,
@@ -353,8 +389,10 @@ def _add_step(
         tags=["cases"],
         summary=step.summary,
         operation_id=f"record_{step.path.replace('-', '_')}",
-        openapi_extra=body(update_type),
-        responses=responses(200, views.CaseView, "The case after the change", 404, 409, 413),
+        openapi_extra=schemas.body(update_type),
+        responses=schemas.responses(
+            200, views.CaseView, "The case after the change", 404, 409, 413
+        ),
     )(record)
 
 

@@ -14,6 +14,7 @@ SUPERVISION = frozenset({Role.SUPERVISOR})
 AUDIT = frozenset({Role.AUDITOR, Role.SUPERVISOR})
 ADMINISTRATION = frozenset({Role.ADMIN})
 KEY_READERS = frozenset({Role.ADMIN, Role.AUDITOR})
+EVERY_ROLE = frozenset(Role)
 
 bearer = HTTPBearer(auto_error=False, description="A node API token (`handsoff node users add`)")
 
