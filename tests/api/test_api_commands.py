@@ -37,7 +37,8 @@ EXPECTED_CHANGE: dict[str, Callable[[JSON, JSON], JSON]] = {
         "first_response_at": c["responded_at"], "first_response_role": c["responder_role"]},
     "referral-made": lambda before, c: {"referrals": {c["referral_id"]: {
         "service": c["service"], "to_organisation": c["to_organisation"],
-        "made_at": c["made_at"], "status": "made", "decline_reason": None, "outcome": None}}},
+        "made_at": c["made_at"], "status": "made", "decline_reason": None, "outcome": None,
+        "to_partner": None}}},
     "referral-accepted": lambda before, c: {"referrals": {c["referral_id"]: {
         **before["referrals"][c["referral_id"]], "status": "accepted"}}},
     "referral-declined": lambda before, c: {"referrals": {c["referral_id"]: {

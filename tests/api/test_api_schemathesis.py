@@ -56,6 +56,7 @@ OPERATIONS = (
     "GET /cases/{case_id}/seals",
     "GET /verification",
     "GET /keys",
+    "GET /status",
     "POST /keys/rotate",
     "GET /users",
     "POST /users",

@@ -25,6 +25,7 @@ from handsoff.events.codes import (
     PerpetratorCategory,
     PoliceResponse,
     ReferralDeclineReason,
+    ReferralDetail,
     ReferralOutcome,
     ResponderRole,
     ServiceType,
@@ -53,6 +54,13 @@ ReferralId = Annotated[
     ),
 ]
 OrganisationName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+PartnerId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^[a-z0-9][a-z0-9-]{0,31}$",
+        description="A partner of this node's region (a referral travels to its node).",
+    ),
+]
 PerpetratorCount = Annotated[int, msgspec.Meta(ge=1, le=100)]
 
 
@@ -98,6 +106,9 @@ class ReferralMade(_Change, frozen=True, kw_only=True, tag="referral_made/1"):
     made_at: AwareDatetime
     to_organisation: OrganisationName  # an organisation, not a person: not personal data
     note: PersonalText | None = None
+    # Set when the organisation is a partner of the region: the referral is sent to its node,
+    # sealed for it alone, with only the details the survivor agreed to share with it.
+    to_partner: PartnerId | None = None
 
 
 class ReferralAccepted(_Change, frozen=True, kw_only=True, tag="referral_accepted/1"):
@@ -152,6 +163,8 @@ class ConsentGiven(_Change, frozen=True, kw_only=True, tag="consent_given/1"):
     purpose: ConsentPurpose
     given_at: AwareDatetime
     organisation: OrganisationName | None = None
+    # For a referral: which details may go to that organisation (none unless listed).
+    details: list[ReferralDetail] = msgspec.field(default_factory=list)
 
 
 class ConsentWithdrawn(_Change, frozen=True, kw_only=True, tag="consent_withdrawn/1"):

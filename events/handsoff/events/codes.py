@@ -235,6 +235,16 @@ class ConsentPurpose(StrEnum):
     POLICE_REPORT = "police_report"
 
 
+class ReferralDetail(StrEnum):
+    """What a survivor may agree to share with an organisation a case is referred to."""
+
+    SURVIVOR_NAME = "survivor_name"
+    SURVIVOR_CONTACT = "survivor_contact"
+    INCIDENT_SUMMARY = "incident_summary"  # violence types, when and the district
+    NARRATIVE = "narrative"
+    REFERRAL_NOTE = "referral_note"
+
+
 class ConsentCorrectionReason(StrEnum):
     RECORDED_IN_ERROR = "recorded_in_error"
     SURVIVOR_CLARIFIED = "survivor_clarified"

@@ -223,6 +223,11 @@ def _check_consent(
     state: CaseState, change: ConsentGiven | ConsentWithdrawn | ConsentCorrected
 ) -> None:
     key = _consent_key(change.purpose, change.organisation)
+    if isinstance(change, ConsentGiven) and change.details:
+        if change.purpose != ConsentPurpose.REFERRAL:
+            raise CaseRuleViolation("details to share go with consent to a referral only")
+        if len(set(change.details)) != len(change.details):
+            raise CaseRuleViolation("a detail to share is listed twice")
     now = state.consents.get(key, False)
     if isinstance(change, ConsentGiven) and now:
         raise CaseRuleViolation(f"consent for {_describe(key)} is already given")

@@ -44,6 +44,7 @@ from handsoff.events.codes import (
     PerpetratorCategory,
     PoliceResponse,
     ReferralDeclineReason,
+    ReferralDetail,
     ReferralOutcome,
     ReferralStatus,
     ResponderRole,
@@ -76,6 +77,7 @@ class Referral(msgspec.Struct, frozen=True, kw_only=True):
     status: ReferralStatus = ReferralStatus.MADE
     decline_reason: ReferralDeclineReason | None = None
     outcome: ReferralOutcome | None = None
+    to_partner: str | None = None
 
 
 class PoliceReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,6 +116,10 @@ class CaseState(msgspec.Struct, frozen=True, kw_only=True):
     police: PoliceReport | None = None
     court: CourtCase | None = None
     consents: Mapping[ConsentKey, bool] = msgspec.field(default_factory=dict)
+    # organisation -> the details the survivor agreed to share with it (referral consent)
+    referral_details: Mapping[str, tuple[ReferralDetail, ...]] = msgspec.field(
+        default_factory=dict
+    )
     closed_at: datetime | None = None
     closed_reason: ClosureReason | None = None
 
@@ -161,6 +167,14 @@ def _with_consent(state: CaseState, key: ConsentKey, given: bool) -> dict[str, o
     return {"consents": {**state.consents, key: given}}
 
 
+def _consented(state: CaseState, change: ConsentGiven) -> dict[str, object]:
+    updates = _with_consent(state, (change.purpose, change.organisation), True)
+    if change.organisation is not None:
+        details = {**state.referral_details, change.organisation: tuple(change.details)}
+        updates["referral_details"] = details
+    return updates
+
+
 def _referral_after(
     state: CaseState, change: ReferralAccepted | ReferralDeclined | ReferralCompleted
 ) -> Referral:
@@ -189,6 +203,7 @@ def _updates(state: CaseState, change: CaseChange) -> dict[str, object]:
                 service=change.service,
                 to_organisation=change.to_organisation,
                 made_at=change.made_at,
+                to_partner=change.to_partner,
             )
             return _with_referral(state, change.referral_id, referral)
         case ReferralAccepted() | ReferralDeclined() | ReferralCompleted():
@@ -219,8 +234,8 @@ def _updates(state: CaseState, change: CaseChange) -> dict[str, object]:
                     state.court, status=CourtStatus.WITHDRAWN, withdrawal_reason=change.reason
                 )
             }
-        case ConsentGiven(purpose=purpose, organisation=organisation):
-            return _with_consent(state, (purpose, organisation), True)
+        case ConsentGiven():
+            return _consented(state, change)
         case ConsentWithdrawn(purpose=purpose, organisation=organisation):
             return _with_consent(state, (purpose, organisation), False)
         case ConsentCorrected(purpose=purpose, organisation=organisation, given=given):

@@ -8,20 +8,20 @@ of the data at rest.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import msgspec
-from eventsourcing.persistence import IntegrityError, Notification
+from eventsourcing.persistence import Notification
 
 from handsoff.events import CaseChange, CaseState, IncidentReported, apply, check, fold
 from handsoff.events import change_type_of as _change_type_of
 from handsoff.events import topic_of as _topic_of
 from handsoff.services.node.chain import ChainFollower
-from handsoff.services.node.errors import CaseNotFound, StaleCase, TamperedEvent, event_ref
+from handsoff.services.node.errors import CaseNotFound, TamperedEvent, event_ref
+from handsoff.services.node.indexed import IndexedLog
 from handsoff.services.node.sealing import unseal
-from handsoff.services.node.store import Recorded, SealedApplication
+from handsoff.services.node.store import Recorded
 
 
 class CaseTopics:
@@ -46,59 +46,24 @@ class SealInfo(msgspec.Struct, frozen=True):
     problem: str | None = None
 
 
-class CaseLog(SealedApplication):
+class CaseLog(IndexedLog[CaseState]):
     name = "cases"
     topics = CaseTopics()
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        self.states: dict[UUID, CaseState] = {}
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def fold(self, state: CaseState | None, aggregate_id: UUID, change: Any) -> CaseState:
+        return apply(state, aggregate_id, cast(CaseChange, change))
 
-    def refresh(self) -> None:
-        self.catch_up(self._apply)
+    def check(self, state: CaseState | None, change: Any) -> None:
+        check(state, cast(CaseChange, change))
 
-    def _apply(self, rec: Recorded) -> None:
-        change = cast(CaseChange, rec.change)  # the topic registry only yields case changes
-        self.states[rec.originator_id] = apply(
-            self.states.get(rec.originator_id), rec.originator_id, change
-        )
+    def version_of(self, state: CaseState) -> int:
+        return state.version
+
+    def not_found(self, aggregate_id: UUID) -> CaseNotFound:
+        return CaseNotFound(aggregate_id)
 
     def report_incident(self, change: IncidentReported, by: str) -> CaseState:
-        with self.lock:
-            self.refresh()
-            check(None, change)
-            return self._write(uuid4(), 1, change, by)
-
-    def record_change(
-        self, case_id: UUID, expected_version: int, change: CaseChange, by: str
-    ) -> CaseState:
-        """Appends one change; StaleCase if the caller's view is not the current version."""
-        with self.lock:
-            self.refresh()
-            state = self.state(case_id)
-            if state.version != expected_version:
-                raise StaleCase(case_id, expected_version, state.version)
-            check(state, change)
-            return self._write(case_id, state.version + 1, change, by)
-
-    def _write(self, case_id: UUID, version: int, change: CaseChange, by: str) -> CaseState:
-        rec = Recorded(case_id, version, datetime.now(UTC), by, change)
-        try:
-            recordings = self.record([rec])
-        except IntegrityError:  # another process wrote this version first
-            self.refresh()
-            raise StaleCase(case_id, version - 1, self.state(case_id).version) from None
-        if recordings[-1].notification.id == self.follower.position:
-            self._apply(rec)
-        else:
-            self.refresh()
-        return self.states[case_id]
-
-    def state(self, case_id: UUID) -> CaseState:
-        try:
-            return self.states[case_id]
-        except KeyError:
-            raise CaseNotFound(case_id) from None
+        return self.start(uuid4(), change, by)
 
     def history(self, case_id: UUID) -> tuple[CaseState, list[Recorded]]:
         """A case read afresh from the store, every signature and link checked."""
