@@ -33,6 +33,7 @@ class _Inbound(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_fiel
 class ReferralReceived(_Inbound, frozen=True, kw_only=True, tag="referral_received/1"):
     from_partner: PartnerId
     message_id: str  # the sender's message id: (from_partner, message_id) is unique
+    reply_token: bytes  # opaque to us: echoed back with our answer so the sender finds its case
     service: ServiceType
     made_at: AwareDatetime
     received_at: AwareDatetime
@@ -103,6 +104,7 @@ class InboundState(msgspec.Struct, frozen=True, kw_only=True):
     service: ServiceType
     made_at: datetime
     received_at: datetime
+    reply_token: bytes = b""  # the sender's, echoed back with every answer
     status: ReferralStatus = ReferralStatus.MADE
     version: int = 1
 
@@ -131,6 +133,7 @@ def apply_inbound(state: InboundState | None, change: InboundChange) -> InboundS
             service=change.service,
             made_at=change.made_at,
             received_at=change.received_at,
+            reply_token=change.reply_token,
         )
     if state is None:
         raise CaseRuleViolation("an inbound referral starts with its receipt")

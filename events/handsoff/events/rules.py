@@ -169,7 +169,8 @@ def _check_referral(
         if not state.consents.get((ConsentPurpose.REFERRAL, change.to_organisation), False):
             raise CaseRuleViolation(
                 f"referral to {change.to_organisation!r} needs the survivor's consent to "
-                "referral to that organisation first")
+                "referral to that organisation first"
+            )
         return
     if rid not in state.referrals:
         raise CaseRuleViolation(f"referral {rid!r} was never made")

@@ -117,9 +117,7 @@ class CaseState(msgspec.Struct, frozen=True, kw_only=True):
     court: CourtCase | None = None
     consents: Mapping[ConsentKey, bool] = msgspec.field(default_factory=dict)
     # organisation -> the details the survivor agreed to share with it (referral consent)
-    referral_details: Mapping[str, tuple[ReferralDetail, ...]] = msgspec.field(
-        default_factory=dict
-    )
+    referral_details: Mapping[str, tuple[ReferralDetail, ...]] = msgspec.field(default_factory=dict)
     closed_at: datetime | None = None
     closed_reason: ClosureReason | None = None
 

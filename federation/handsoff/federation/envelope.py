@@ -65,8 +65,9 @@ def signing_input(subject: str, msg_id: str, payload: bytes) -> bytes:
     return DOMAIN + struct.pack(">H", len(s)) + s + struct.pack(">H", len(m)) + m + payload
 
 
-def seal_headers(signer: SigningKey, subject: str, msg_id: str, payload: bytes,
-                 region_version: int) -> dict[str, str]:
+def seal_headers(
+    signer: SigningKey, subject: str, msg_id: str, payload: bytes, region_version: int
+) -> dict[str, str]:
     return {
         MSG_ID: msg_id,
         KID: signer.kid.hex(),
@@ -75,8 +76,14 @@ def seal_headers(signer: SigningKey, subject: str, msg_id: str, payload: bytes,
     }
 
 
-def open_message(directory: KeyDirectory, subject: str, headers: Mapping[str, str] | None,
-                 payload: bytes, at: datetime, decode: Callable[[bytes], Any]) -> Opened:
+def open_message(
+    directory: KeyDirectory,
+    subject: str,
+    headers: Mapping[str, str] | None,
+    payload: bytes,
+    at: datetime,
+    decode: Callable[[bytes], Any],
+) -> Opened:
     """Verifies one message (membership, key validity at `at`, signature, schema) or raises
     EnvelopeRejected with a stable reason code."""
     headers = headers or {}
@@ -90,16 +97,19 @@ def open_message(directory: KeyDirectory, subject: str, headers: Mapping[str, st
     msg_id = headers[MSG_ID]
     partner, number = parse_message_id(msg_id)
     if partner != subject_partner:
-        raise EnvelopeRejected("wrong_sender",
-                               f"message id names {partner}, subject belongs to {subject_partner}")
+        raise EnvelopeRejected(
+            "wrong_sender", f"message id names {partner}, subject belongs to {subject_partner}"
+        )
     try:
         region_version = int(headers[REGION_VERSION])
     except ValueError:
         raise EnvelopeRejected("malformed", "Hx-Region is not a number") from None
     if region_version < directory.version and at >= directory.issued_at:
         raise EnvelopeRejected(
-            "stale_region", f"sent under region version {region_version} after version "
-            f"{directory.version} was issued")
+            "stale_region",
+            f"sent under region version {region_version} after version "
+            f"{directory.version} was issued",
+        )
     try:
         public_key = directory.partner_key(partner, headers[KID], at)
     except FederationError as e:
@@ -109,8 +119,9 @@ def open_message(directory: KeyDirectory, subject: str, headers: Mapping[str, st
         verify_signature(public_key, signing_input(subject, msg_id, payload), signature)
     except (ValueError, BadSignature):
         raise EnvelopeRejected(
-            "bad_signature", f"{msg_id}: signature does not verify with {partner}'s key "
-            f"{headers[KID]}") from None
+            "bad_signature",
+            f"{msg_id}: signature does not verify with {partner}'s key {headers[KID]}",
+        ) from None
     try:
         event = decode(payload)
     except FederationError as e:

@@ -4,7 +4,9 @@ Every partner is its own NATS user in the account `HX`, with its own password. W
 do is what nats-server enforces, not what a client promises:
 
 - publish on the subjects its region entry lists (by default `hx.<region>.*.<partner>.>`:
-  its events, its outgoing referrals, its checkpoints, all with its id in the fourth token);
+  its events, its outgoing referrals, its checkpoints, all with its id in the fourth token),
+  except `hx.<region>.aggregates.>`, which the default pattern would match
+  (`hx.<region>.aggregates.<partner>.x`) but which belongs to the aggregator;
 - pull its referrals through its own durable consumer `referrals-<partner>` on the
   referrals stream. Creating that consumer is allowed only through the subject-filtered
   create API, `$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>` with the filter

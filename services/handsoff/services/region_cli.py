@@ -386,14 +386,22 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
     credentials = load_credentials(args.credentials)
 
+    errors: list[str] = []
+
+    async def on_error(e: Exception) -> None:
+        errors.append(str(e) or type(e).__name__)
+
     async def run() -> list[str]:
+        # nats-py 2.16: max_reconnect_attempts=0 retries forever and allow_reconnect=False
+        # leaks the socket on an authorization error; one quick retry it is.
         nc = await nats.connect(
             args.url,
             user=OPERATOR_USER,
             password=credentials.password(OPERATOR_USER),
+            error_cb=on_error,
             connect_timeout=5,
-            max_reconnect_attempts=0,
-            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
         )
         try:
             infos = await ensure_streams(nc.jetstream(), credentials.region)
@@ -404,9 +412,8 @@ def cmd_streams(args: argparse.Namespace) -> int:
     try:
         lines = asyncio.run(run())
     except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as e:
-        raise CliError(
-            f"cannot set up the streams at {args.url}: {e or type(e).__name__}"
-        ) from None
+        cause = errors[-1] if errors else str(e) or type(e).__name__
+        raise CliError(f"cannot set up the streams at {args.url}: {cause}") from None
     for line in lines:
         _out(line)
     return 0

@@ -42,13 +42,25 @@ class IndexedLog(SealedApplication, Generic[S]):
 
     def _apply(self, rec: Recorded) -> None:
         self.states[rec.originator_id] = self.fold(
-            self.states.get(rec.originator_id), rec.originator_id, rec.change)
+            self.states.get(rec.originator_id), rec.originator_id, rec.change
+        )
 
     def state(self, aggregate_id: UUID) -> S:
         try:
             return self.states[aggregate_id]
         except KeyError:
             raise self.not_found(aggregate_id) from None
+
+    def history_of(self, aggregate_id: UUID) -> tuple[S, list[Recorded]]:
+        """One aggregate read afresh from the store, every signature and link checked."""
+        events = list(self.sealed_events.get(aggregate_id))
+        if not events:
+            raise self.not_found(aggregate_id)
+        state: S | None = None
+        for e in events:
+            state = self.fold(state, aggregate_id, e.change)
+        assert state is not None
+        return state, events
 
     def start(self, aggregate_id: UUID, change: Any, by: str) -> S:
         """Version 1 of a new aggregate; IntegrityError if it exists already."""
@@ -57,8 +69,7 @@ class IndexedLog(SealedApplication, Generic[S]):
             self.check(None, change)
             return self._write(aggregate_id, 1, change, by)
 
-    def record_change(self, aggregate_id: UUID, expected_version: int, change: Any,
-                      by: str) -> S:
+    def record_change(self, aggregate_id: UUID, expected_version: int, change: Any, by: str) -> S:
         """Appends one change; StaleCase if the caller's view is not the current version."""
         with self.lock:
             self.refresh()
@@ -76,8 +87,9 @@ class IndexedLog(SealedApplication, Generic[S]):
             self.refresh()
             if version == 1:
                 raise
-            raise StaleCase(aggregate_id, version - 1,
-                            self.version_of(self.state(aggregate_id))) from None
+            raise StaleCase(
+                aggregate_id, version - 1, self.version_of(self.state(aggregate_id))
+            ) from None
         if recordings[-1].notification.id == self.follower.position:
             self._apply(rec)
         else:

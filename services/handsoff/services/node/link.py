@@ -27,6 +27,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.node import Node
 from handsoff.services.node.outbox import CaseLogSource, TrackedPosition
 from handsoff.services.node.persistence import store_env
+from handsoff.services.node.referral_link import ReferralLink
 
 log = logging.getLogger("handsoff.link")
 
@@ -41,6 +42,9 @@ class LinkStatus(msgspec.Struct, frozen=True):
     relay_lag: int = 0
     published: int = 0
     last_error: str | None = None
+    referrals_sent: int = 0
+    referrals_received: int = 0
+    referrals_rejected: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def held_region(node: Node) -> RegionDocument:
@@ -83,6 +87,7 @@ class NodeLink:
             source=CaseLogSource(node.cases),
             store=self.position,
         )
+        self.referrals = ReferralLink(node, self.region)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
@@ -101,6 +106,9 @@ class NodeLink:
             max(head - s.position, 0),
             s.published,
             s.last_error,
+            self.referrals.sent,
+            self.referrals.received,
+            dict(self.referrals.rejected),
         )
 
     async def start(self) -> None:
@@ -115,12 +123,18 @@ class NodeLink:
             with contextlib.suppress(nats.errors.Error):
                 await self._nc.close()
         self.position.close()
+        self.referrals.close()
 
     async def _run(self) -> None:
         self._nc = await self._connect()
         if self._nc is None:
             return
-        await self.relay.run(self._nc.jetstream(), self._stop)
+        js = self._nc.jetstream()
+        await asyncio.gather(
+            self.relay.run(js, self._stop),
+            self.referrals.send_loop(js, self._stop),
+            self.referrals.receive_loop(js, self._stop),
+        )
 
     async def _connect(self) -> Client | None:
         wait = 0.25

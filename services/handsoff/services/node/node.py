@@ -31,6 +31,7 @@ from handsoff.services.node.config import (
     save_config,
 )
 from handsoff.services.node.errors import NodeError
+from handsoff.services.node.inbound import InboundLog
 from handsoff.services.node.persistence import ensure_postgres_schema, store_env
 from handsoff.services.node.verify import VerificationReport, verify_node
 
@@ -66,6 +67,12 @@ class Node:
             ensure_postgres_schema(config.postgres)
         self.admin = AdminLog(self._env("admin"), secrets, keyring, signing=signing)
         self.cases = CaseLog(self._env("cases"), secrets, keyring, signing=signing)
+        self.inbound = InboundLog(self._env("inbound"), secrets, keyring, signing=signing)
+
+    @property
+    def data_key(self) -> bytes:
+        """Encrypts personal data at rest, and the reply tokens only this node can open."""
+        return self._secrets.data_key
 
     @property
     def pseudonym_key(self) -> bytes:
@@ -129,7 +136,7 @@ class Node:
         os.replace(pending, self.paths.key_file)
         self._secrets = self._secrets.with_signing_key(new)
         self.keyring, self.signer = ring, new
-        for app in (self.admin, self.cases):
+        for app in (self.admin, self.cases, self.inbound):
             app.use_keys(ring, new)
         return ring.current
 
@@ -140,7 +147,7 @@ class Node:
         return self.admin.add_user(name, role, by)
 
     def close(self) -> None:
-        for app in (self.admin, self.cases):
+        for app in (self.admin, self.cases, self.inbound):
             app.close()
 
 

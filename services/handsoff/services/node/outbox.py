@@ -9,18 +9,18 @@ from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingR
 from eventsourcing.utils import Environment
 
 from handsoff.federation.relay import Change, Position
-from handsoff.services.node.cases import CaseLog
 from handsoff.services.node.chain import ChainFollower
 from handsoff.services.node.errors import event_ref
+from handsoff.services.node.store import SealedApplication
 
-NOTIFICATIONS = "relay-notification"  # pinned tracking names (a stored format)
-STREAM_SEQ = "relay-stream-seq"
+# Tracking names "<prefix>-notification" and "<prefix>-stream-seq" are a stored format:
+# prefixes "relay", "referrals-out" and "replies-out" are pinned by their users.
 
 
-class CaseLogSource:
-    """Verified, decrypted case changes in log order, with a chain follower of its own."""
+class LogSource:
+    """Verified, decrypted changes of one sealed log in order, with a chain follower of its own."""
 
-    def __init__(self, cases: CaseLog) -> None:
+    def __init__(self, cases: SealedApplication) -> None:
         self.cases = cases
         self._follower = ChainFollower(cases.name, cases.sealing.keyring)
 
@@ -50,24 +50,30 @@ class TrackedPosition:
     """Notification id first, then stream sequence: a crash between the two writes leaves
     an older stream sequence, which only widens the next read-back, never loses a message."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], prefix: str = "relay") -> None:
         factory = InfrastructureFactory.construct(Environment("relay", env))
         self.recorder: TrackingRecorder = factory.tracking_recorder()
+        self._names = (f"{prefix}-notification", f"{prefix}-stream-seq")
 
     def load(self) -> Position:
+        notifications, stream_seq = self._names
         return Position(
-            self.recorder.max_tracking_id(NOTIFICATIONS) or 0,
-            self.recorder.max_tracking_id(STREAM_SEQ) or 0,
+            self.recorder.max_tracking_id(notifications) or 0,
+            self.recorder.max_tracking_id(stream_seq) or 0,
         )
 
     def save(self, position: Position) -> None:
         current = self.load()
+        notifications, stream_seq = self._names
         if position.notification_id > current.notification_id:
-            self.recorder.insert_tracking(Tracking(NOTIFICATIONS, position.notification_id))
+            self.recorder.insert_tracking(Tracking(notifications, position.notification_id))
         if position.stream_seq > current.stream_seq:
-            self.recorder.insert_tracking(Tracking(STREAM_SEQ, position.stream_seq))
+            self.recorder.insert_tracking(Tracking(stream_seq, position.stream_seq))
 
     def close(self) -> None:
         datastore = getattr(self.recorder, "datastore", None)
         if datastore is not None:
             datastore.close()
+
+
+CaseLogSource = LogSource  # the relay reads the case log

@@ -14,7 +14,7 @@ from handsoff.services.node.errors import TamperedEvent
 from handsoff.services.node.persistence import application_recorder, store_env
 from handsoff.services.node.store import PAGE
 
-NODE_LOGS = ("admin", "cases")
+NODE_LOGS = ("admin", "cases", "inbound")
 
 
 class LogReport(msgspec.Struct, frozen=True):
