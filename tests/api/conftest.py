@@ -245,12 +245,14 @@ class Lifecycle:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything stored in both logs: equal snapshots mean nothing was written."""
+    """Everything stored in the node's logs: equal snapshots mean nothing was written."""
 
     cases_max: int
     cases: tuple[tuple[object, ...], ...]
     admin_max: int
     admin: tuple[tuple[object, ...], ...]
+    inbound_max: int
+    inbound: tuple[tuple[object, ...], ...]
 
 
 def _rows(recorder: Any) -> tuple[tuple[object, ...], ...]:
@@ -266,6 +268,8 @@ def snapshot(node: Node) -> Snapshot:
         _rows(node.cases.recorder),
         node.admin.recorder.max_notification_id(),
         _rows(node.admin.recorder),
+        node.inbound.recorder.max_notification_id(),
+        _rows(node.inbound.recorder),
     )
 
 

@@ -343,6 +343,7 @@ def test_verification_reports_every_log(client: TestClient, principals: Any, lif
         "logs": [
             {"log": "admin", "events": 5, "aggregates": 5, "intact": True, "failure": None},
             {"log": "cases", "events": 4, "aggregates": 2, "intact": True, "failure": None},
+            {"log": "inbound", "events": 0, "aggregates": 0, "intact": True, "failure": None},
         ],
         "problem": None,
     }

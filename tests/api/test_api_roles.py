@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -18,9 +19,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
+from handsoff.events import ServiceType
+from handsoff.events.inbound import InboundReferralAccepted, ReferralReceived
 from handsoff.services.node.admin import Role
 from handsoff.services.node.node import Node
-from support import PASSPHRASE
+from support import PASSPHRASE, T0
 
 P, S, AU, AD = "paralegal", "supervisor", "auditor", "admin"
 NO_TOKEN, WRONG_TOKEN = "no token", "wrong token"
@@ -49,6 +52,11 @@ MATRIX: dict[tuple[str, str], tuple[int, frozenset[str]]] = {
     ("GET", "/cases/{case_id}/seals"): (200, frozenset({AU, S})),
     ("GET", "/verification"): (200, frozenset({AU, S})),
     ("GET", "/status"): (200, frozenset({P, S, AU, AD})),
+    ("GET", "/referrals"): (200, frozenset({P, S})),
+    ("GET", "/referrals/{referral_id}"): (200, frozenset({P, S})),
+    ("POST", "/referrals/{referral_id}/accepted"): (200, frozenset({P, S})),
+    ("POST", "/referrals/{referral_id}/declined"): (200, frozenset({P, S})),
+    ("POST", "/referrals/{referral_id}/completed"): (200, frozenset({P, S})),
     ("GET", "/keys"): (200, frozenset({AD, AU})),
     ("POST", "/keys/rotate"): (200, frozenset({AD})),
     ("GET", "/users"): (200, frozenset({AD})),
@@ -87,6 +95,29 @@ class Calls:
         self.lifecycle = lifecycle
         self.full_case, _ = lifecycle.full_case()  # a marker in every personal field
         self._names = (f"user-{n}" for n in itertools.count())
+        self._messages = itertools.count(1)
+
+    def inbound_request(self, method: str, path: str) -> tuple[str, Any]:
+        """A referral received from another partner, ready for the step in `path`."""
+        referral_id = self.node.inbound.receive(ReferralReceived(
+            from_partner="p9", message_id=f"p9:{next(self._messages)}", reply_token=b"t",
+            service=ServiceType.LEGAL_AID, made_at=T0, received_at=T0 + timedelta(hours=1),
+            survivor_contact=self.lifecycle.marker))
+        assert referral_id is not None
+        step = path.rsplit("/", 1)[1]
+        if method == "GET" or step == "{referral_id}":
+            return f"/referrals/{referral_id}", None
+        version = 1
+        if step == "completed":
+            self.node.inbound.record_change(referral_id, 1, InboundReferralAccepted(
+                accepted_at=T0 + timedelta(hours=2)), "test")
+            version = 2
+        change = {
+            "accepted": {"accepted_at": "2026-03-03T00:00:00Z"},
+            "declined": {"declined_at": "2026-03-03T00:00:00Z", "reason": "not_eligible"},
+            "completed": {"completed_at": "2026-03-04T00:00:00Z", "outcome": "service_received"},
+        }[step]
+        return f"/referrals/{referral_id}/{step}", {"expected_version": version, "change": change}
 
     def request(self, method: str, path: str) -> tuple[str, Any]:
         """(url, JSON body or None)."""
@@ -98,6 +129,8 @@ class Calls:
             return f"/cases/{case_id}/{step}", self.lifecycle.body(version, step)
         if "{case_id}" in path:
             return path.format(case_id=self.full_case), None
+        if path.startswith("/referrals/{referral_id}"):
+            return self.inbound_request(method, path)
         if path == "/users" and method == "POST":
             return path, {"name": next(self._names), "role": "paralegal"}
         if path == "/users/{name}":

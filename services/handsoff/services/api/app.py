@@ -36,6 +36,11 @@ from handsoff.events import (
     ReferralMade,
     ViolenceType,
 )
+from handsoff.events.inbound import (
+    InboundReferralAccepted,
+    InboundReferralCompleted,
+    InboundReferralDeclined,
+)
 from handsoff.keys import KeysError
 from handsoff.services.api import views
 from handsoff.services.api.auth import (
@@ -61,6 +66,7 @@ from handsoff.services.api.bodies import (
 )
 from handsoff.services.node.admin import Role, UnknownUser, User, UserExists
 from handsoff.services.node.errors import CaseNotFound, NodeError, StaleCase, TamperedEvent
+from handsoff.services.node.inbound import InboundNotFound
 from handsoff.services.node.link import LinkStatus, NodeLink
 from handsoff.services.node.node import Node
 from handsoff.services.node.verify import VerificationReport
@@ -170,8 +176,14 @@ def create_app(node: Node, link: NodeLink | None = None) -> FastAPI:
         IssuedToken,
         UserView,
         LinkStatus,
+        views.InboundList,
+        views.InboundDetail,
+        views.InboundView,
     ]
-    schemas = _Schemas([IncidentReported, NewUser, *updates.values(), *response_types])
+    inbound_updates = [Update[s.change] for s in INBOUND_STEPS]  # type: ignore[name-defined]
+    schemas = _Schemas(
+        [IncidentReported, NewUser, *updates.values(), *inbound_updates, *response_types]
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -258,6 +270,7 @@ def create_app(node: Node, link: NodeLink | None = None) -> FastAPI:
         state, history = await run_in_threadpool(node.cases.history, case_id)
         return _json(views.detail(state, history))
 
+    _add_inbound_routes(app, node, schemas, limit)
     _add_audit_and_admin_routes(app, node, link, schemas, limit)
 
     app.state.passphrase = None
@@ -271,6 +284,68 @@ _ERROR_TEXT = {
     413: "Request body too large",
     503: "Not available on this server",
 }
+
+
+INBOUND_STEPS = (
+    Step("accepted", InboundReferralAccepted, PARALEGAL_WORK, "Accept a referral"),
+    Step("declined", InboundReferralDeclined, PARALEGAL_WORK, "Decline a referral"),
+    Step("completed", InboundReferralCompleted, PARALEGAL_WORK, "Record a referral's outcome"),
+)
+
+
+def _add_inbound_routes(app: FastAPI, node: Node, schemas: _Schemas, limit: int) -> None:
+    @app.get(
+        "/referrals",
+        tags=["referrals"],
+        summary="Referrals received from other partners (no personal data)",
+        responses=schemas.responses(200, views.InboundList, "Inbound referrals"),
+    )
+    async def inbound(user: Annotated[User, Depends(require(PARALEGAL_WORK))]) -> Response:
+        await run_in_threadpool(node.inbound.refresh)
+        items = sorted(node.inbound.states.items(), key=lambda kv: kv[1].received_at)
+        return _json(views.InboundList([views.inbound_view(k, v) for k, v in items]))
+
+    @app.get(
+        "/referrals/{referral_id}",
+        tags=["referrals"],
+        summary="One inbound referral with the details shared with us",
+        responses=schemas.responses(200, views.InboundDetail, "The referral", 404),
+    )
+    async def inbound_one(
+        referral_id: UUID, user: Annotated[User, Depends(require(PARALEGAL_WORK))]
+    ) -> Response:
+        state, history = await run_in_threadpool(node.inbound.history_of, referral_id)
+        return _json(views.inbound_detail(referral_id, state, history))
+
+    for step in INBOUND_STEPS:
+        _add_inbound_step(app, node, step, Update[step.change], limit, schemas)  # type: ignore[name-defined]
+
+
+def _add_inbound_step(
+    app: FastAPI, node: Node, step: Step, update_type: Any, limit: int, schemas: _Schemas
+) -> None:
+    async def answer(
+        referral_id: UUID,
+        user: Annotated[User, Depends(require(step.roles))],
+        update: Annotated[Any, Depends(body_of(update_type, limit))],
+    ) -> Response:
+        state = await run_in_threadpool(
+            node.inbound.record_change,
+            referral_id,
+            update.expected_version,
+            update.change,
+            user.name,
+        )
+        return _json(views.inbound_view(referral_id, state))
+
+    app.post(
+        f"/referrals/{{referral_id}}/{step.path}",
+        tags=["referrals"],
+        summary=step.summary,
+        operation_id=f"referral_{step.path}",
+        openapi_extra=schemas.body(update_type),
+        responses=schemas.responses(200, views.InboundView, "The referral after it", 404, 409, 413),
+    )(answer)
 
 
 def _add_audit_and_admin_routes(
@@ -413,6 +488,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = e.errors()[0] if e.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()))
         return _problem(422, f"{first.get('msg', 'invalid parameter')} - at {loc}", loc or None)
+
+    @app.exception_handler(InboundNotFound)
+    async def inbound_not_found(request: Request, e: InboundNotFound) -> Response:
+        return _problem(404, str(e))
 
     @app.exception_handler(CaseNotFound)
     async def not_found(request: Request, e: CaseNotFound) -> Response:

@@ -20,6 +20,7 @@ from handsoff.events import (
     ViolenceType,
 )
 from handsoff.events.codes import CaseStatus, ResponderRole
+from handsoff.events.inbound import InboundChange, InboundState
 from handsoff.events.state import CourtCase, IncidentSummary, PoliceReport, Referral
 from handsoff.keys import Keyring
 from handsoff.services.api.bodies import KeyView
@@ -165,3 +166,57 @@ def key_views(ring: Keyring) -> list[KeyView]:
 
 
 __all__: list[Any] = []
+
+
+class InboundView(msgspec.Struct, frozen=True, kw_only=True):
+    """A referral received from another partner (no personal data)."""
+
+    referral_id: UUID
+    version: int
+    from_partner: str
+    service: str
+    made_at: datetime
+    received_at: datetime
+    status: str
+
+
+class InboundEntry(msgspec.Struct, frozen=True):
+    version: int
+    recorded_at: datetime
+    recorded_by: str
+    change: InboundChange
+
+
+class InboundDetail(msgspec.Struct, frozen=True):
+    """An inbound referral with the details the survivor agreed to share with us."""
+
+    referral: InboundView
+    history: list[InboundEntry]
+
+
+class InboundList(msgspec.Struct, frozen=True):
+    referrals: list[InboundView]
+
+
+def inbound_view(referral_id: UUID, s: InboundState) -> InboundView:
+    return InboundView(
+        referral_id=referral_id,
+        version=s.version,
+        from_partner=s.from_partner,
+        service=s.service.value,
+        made_at=s.made_at,
+        received_at=s.received_at,
+        status=s.status.value,
+    )
+
+
+def inbound_detail(
+    referral_id: UUID, state: InboundState, history: list[Recorded]
+) -> InboundDetail:
+    entries = [
+        InboundEntry(
+            r.originator_version, r.recorded_at, r.recorded_by, cast(InboundChange, r.change)
+        )
+        for r in history
+    ]
+    return InboundDetail(inbound_view(referral_id, state), entries)
