@@ -444,3 +444,20 @@ def test_the_subject_and_message_id_are_signed_too() -> None:
     e = rejected(doc, renumbered)
     assert e.reason == "bad_signature"
     assert e.detail.startswith("p1:2: ")
+
+
+def test_the_region_version_header_is_signed_too() -> None:
+    doc = region()
+    m = seal(INCIDENT, number=1, version=doc.version)
+    older = m._replace(headers={**m.headers, REGION_VERSION: str(doc.version + 1)})
+    assert rejected(doc, older).reason == "bad_signature"
+
+
+def test_an_event_signed_onto_the_wrong_kind_of_subject_is_rejected() -> None:
+    doc = region()
+    payload = encode(INCIDENT)
+    subject = subjects.events(REGION, "p1", "retraction")
+    headers = seal_headers(P1, subject, "p1:1", payload, doc.version)
+    e = rejected(doc, Message(subject, headers, payload))
+    assert e.reason == "wrong_kind"
+    assert "SharedIncident on subject kind retraction" in e.detail

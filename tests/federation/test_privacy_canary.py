@@ -492,7 +492,7 @@ async def test_no_personal_data_leaves_the_node(
 
     # The case without statistics consent: no message at all, under any pseudonym of it.
     unconsented = by_case["unconsented"].encode()
-    assert not [s for s in monitor.seen if unconsented in s.data]
+    assert not [s for s in monitor.seen for _, blob in s.parts() if unconsented in blob]
     assert not [m for m in events if unconsented in m.data]
 
     # -- no marker, case id, referral id, organisation or name anywhere ------------------

@@ -6,7 +6,8 @@
                  retries deduplicate, and it reveals nothing of the node's unshared activity
     Hx-Kid       hex key id of the signing key
     Hx-Sig       hex Ed25519 signature over
-                 "hx-shared-v1\\0" | u16 len | subject | u16 len | msg id | payload
+                 "hx-shared-v1\\0" | u16 len | subject | u16 len | msg id
+                 | u64 region version | payload
     Hx-Region    the region document version the sender operated under
 
 The payload is the msgspec JSON of one shared event, verified as sent: never re-encoded.
@@ -14,12 +15,14 @@ The payload is the msgspec JSON of one shared event, verified as sent: never re-
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from handsoff.federation.errors import EnvelopeRejected, FederationError
+from handsoff.federation.shared import kind_of
 from handsoff.federation.subjects import partner_of
 from handsoff.keys import BadSignature, SigningKey, verify_signature
 
@@ -53,16 +56,28 @@ def message_id(partner: str, number: int) -> str:
     return f"{partner}:{number}"
 
 
+_MSG_ID = re.compile(r"([a-z0-9][a-z0-9-]{0,31}):([1-9][0-9]{0,18})")
+
+
 def parse_message_id(msg_id: str) -> tuple[str, int]:
-    partner, _, number = msg_id.partition(":")
-    if not number.isdigit() or int(number) < 1:
+    """Exactly the form the relay writes: one spelling per (partner, number)."""
+    m = _MSG_ID.fullmatch(msg_id)
+    if m is None:
         raise EnvelopeRejected("malformed", f"message id {msg_id!r} is not <partner>:<n>")
-    return partner, int(number)
+    return m.group(1), int(m.group(2))
 
 
-def signing_input(subject: str, msg_id: str, payload: bytes) -> bytes:
+def signing_input(subject: str, msg_id: str, region_version: int, payload: bytes) -> bytes:
     s, m = subject.encode(), msg_id.encode()
-    return DOMAIN + struct.pack(">H", len(s)) + s + struct.pack(">H", len(m)) + m + payload
+    return (
+        DOMAIN
+        + struct.pack(">H", len(s))
+        + s
+        + struct.pack(">H", len(m))
+        + m
+        + struct.pack(">Q", region_version)
+        + payload
+    )
 
 
 def seal_headers(
@@ -71,7 +86,7 @@ def seal_headers(
     return {
         MSG_ID: msg_id,
         KID: signer.kid.hex(),
-        SIGNATURE: signer.sign(signing_input(subject, msg_id, payload)).hex(),
+        SIGNATURE: signer.sign(signing_input(subject, msg_id, region_version, payload)).hex(),
         REGION_VERSION: str(region_version),
     }
 
@@ -116,7 +131,9 @@ def open_message(
         raise EnvelopeRejected(getattr(e, "reason", "unknown_key"), str(e)) from None
     try:
         signature = bytes.fromhex(headers[SIGNATURE])
-        verify_signature(public_key, signing_input(subject, msg_id, payload), signature)
+        verify_signature(
+            public_key, signing_input(subject, msg_id, region_version, payload), signature
+        )
     except (ValueError, BadSignature):
         raise EnvelopeRejected(
             "bad_signature",
@@ -129,4 +146,9 @@ def open_message(
     claimed = getattr(event, "partner", partner)
     if claimed != partner:
         raise EnvelopeRejected("partner_mismatch", f"{msg_id}: payload names {claimed}")
+    parts = subject.split(".")
+    if parts[2] == "events" and parts[-1] != kind_of(type(event)):
+        raise EnvelopeRejected(
+            "wrong_kind", f"{msg_id}: a {type(event).__name__} on subject kind {parts[-1]}"
+        )
     return Opened(partner, msg_id, number, event)

@@ -212,7 +212,7 @@ class ReferralLink:
                         stream=subjects.referrals_stream(self.region.region),
                     )
                 msgs = await sub.fetch(16, timeout=1)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nothing to fetch: normal
                 continue
             except NATS_ERRORS as e:
                 log.warning("referral inbox: %s", type(e).__name__)
