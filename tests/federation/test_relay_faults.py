@@ -75,7 +75,7 @@ async def test_nats_down_longer_than_the_duplicate_window(
 
         # Stop NATS while the node keeps recording (and the relay keeps trying).
         writer = asyncio.create_task(asyncio.to_thread(record_stories, node, 2, 15))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # not a wait for a condition: NATS goes down mid-recording
         server.stop()
         await writer
         loop = asyncio.get_running_loop()

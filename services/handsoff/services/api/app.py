@@ -2,7 +2,7 @@
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -10,6 +10,7 @@ from uuid import UUID
 
 import msgspec
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
@@ -230,8 +231,18 @@ def create_app(node: Node, link: NodeLink | None = None) -> FastAPI:
             raise InputError(str(e)) from None
         return _json(CaseCreated(state.case_id, state.version), 201)
 
+    case_updates = UpdateRoute(
+        "cases",
+        "case_id",
+        "cases",
+        "record",
+        node.cases.record_change,
+        lambda _, state: views.case_view(state),
+        views.CaseView,
+        "The case after the change",
+    )
     for step in STEPS:
-        _add_step(app, node, step, updates[step.path], limit, schemas)
+        _add_update(app, case_updates, step, updates[step.path], limit, schemas)
 
     @app.get(
         "/cases",
@@ -317,35 +328,18 @@ def _add_inbound_routes(app: FastAPI, node: Node, schemas: _Schemas, limit: int)
         state, history = await run_in_threadpool(node.inbound.history_of, referral_id)
         return _json(views.inbound_detail(referral_id, state, history))
 
+    referral_updates = UpdateRoute(
+        "referrals",
+        "referral_id",
+        "referrals",
+        "referral",
+        node.inbound.record_change,
+        views.inbound_view,
+        views.InboundView,
+        "The referral after it",
+    )
     for step in INBOUND_STEPS:
-        _add_inbound_step(app, node, step, Update[step.change], limit, schemas)  # type: ignore[name-defined]
-
-
-def _add_inbound_step(
-    app: FastAPI, node: Node, step: Step, update_type: Any, limit: int, schemas: _Schemas
-) -> None:
-    async def answer(
-        referral_id: UUID,
-        user: Annotated[User, Depends(require(step.roles))],
-        update: Annotated[Any, Depends(body_of(update_type, limit))],
-    ) -> Response:
-        state = await run_in_threadpool(
-            node.inbound.record_change,
-            referral_id,
-            update.expected_version,
-            update.change,
-            user.name,
-        )
-        return _json(views.inbound_view(referral_id, state))
-
-    app.post(
-        f"/referrals/{{referral_id}}/{step.path}",
-        tags=["referrals"],
-        summary=step.summary,
-        operation_id=f"referral_{step.path}",
-        openapi_extra=schemas.body(update_type),
-        responses=schemas.responses(200, views.InboundView, "The referral after it", 404, 409, 413),
-    )(answer)
+        _add_update(app, referral_updates, step, Update[step.change], limit, schemas)  # type: ignore[name-defined]
 
 
 def _add_audit_and_admin_routes(
@@ -446,29 +440,46 @@ def _add_audit_and_admin_routes(
         return _json(UserView(revoked.name, revoked.role, revoked.active))
 
 
-def _add_step(
-    app: FastAPI, node: Node, step: Step, update_type: Any, limit: int, schemas: _Schemas
+@dataclass(frozen=True)
+class UpdateRoute:
+    """Where a kind of aggregate takes its updates: POST /<collection>/{<param>}/<step>."""
+
+    collection: str
+    param: str
+    tag: str
+    operation_prefix: str
+    record: Callable[[UUID, int, Any, str], Any]  # (id, expected version, change, by) -> state
+    view: Callable[[UUID, Any], Any]
+    view_type: Any
+    described: str
+
+
+def _add_update(
+    app: FastAPI,
+    route: UpdateRoute,
+    step: Step,
+    update_type: Any,
+    limit: int,
+    schemas: _Schemas,
 ) -> None:
-    async def record(
-        case_id: UUID,
+    async def update(
+        aggregate_id: Annotated[UUID, PathParam(alias=route.param)],
         user: Annotated[User, Depends(require(step.roles))],
-        update: Annotated[Any, Depends(body_of(update_type, limit))],
+        body: Annotated[Any, Depends(body_of(update_type, limit))],
     ) -> Response:
         state = await run_in_threadpool(
-            node.cases.record_change, case_id, update.expected_version, update.change, user.name
+            route.record, aggregate_id, body.expected_version, body.change, user.name
         )
-        return _json(views.case_view(state))
+        return _json(route.view(aggregate_id, state))
 
     app.post(
-        f"/cases/{{case_id}}/{step.path}",
-        tags=["cases"],
+        f"/{route.collection}/{{{route.param}}}/{step.path}",
+        tags=[route.tag],
         summary=step.summary,
-        operation_id=f"record_{step.path.replace('-', '_')}",
+        operation_id=f"{route.operation_prefix}_{step.path.replace('-', '_')}",
         openapi_extra=schemas.body(update_type),
-        responses=schemas.responses(
-            200, views.CaseView, "The case after the change", 404, 409, 413
-        ),
-    )(record)
+        responses=schemas.responses(200, route.view_type, route.described, 404, 409, 413),
+    )(update)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
