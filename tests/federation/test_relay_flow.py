@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import nats
 import pytest
 
+from handsoff.events import (
+    ConsentCorrected,
+    ConsentCorrectionReason,
+    ConsentGiven,
+    ConsentPurpose,
+    ConsentWithdrawn,
+    FirstResponseGiven,
+    PoliceReportFiled,
+    PoliceResponded,
+    PoliceResponse,
+    ResponderRole,
+)
 from handsoff.federation.natsconf import ensure_streams
 from handsoff.federation.pseudonyms import Pseudonymiser
 from handsoff.services.natsserver import EmbeddedNats
@@ -16,7 +29,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import expected_messages, read_stream, record_stories
-from support import RegionKit, make_node
+from support import T0, RegionKit, incident, make_node
 
 SUPERVISOR_STEPS = ("CaseClosed", "ConsentCorrected")
 
@@ -81,3 +94,42 @@ async def test_every_consented_event_arrives_exactly_once_signed(
         assert not unconsented & shared_cases
     kinds = Counter(type(o.event).__name__ for o, _ in stored)
     assert kinds["SharedIncident"] > 0
+
+
+async def test_a_withdrawal_retracts_and_nothing_later_is_shared(
+        tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    node = make_node(tmp_path / "p1", "p1")
+    try:
+        kit = RegionKit([node])
+        join_region(node, kit.save(tmp_path / "region.json"))
+        nc = await nats.connect(nats_server.url)
+        await ensure_streams(nc.jetstream(), kit.document.region)
+        await nc.close()
+        pseud = Pseudonymiser(node.pseudonym_key)
+        t = T0 + timedelta(hours=3)
+        state = node.cases.report_incident(incident("w"), "pat")
+        for change in (
+            ConsentGiven(purpose=ConsentPurpose.REGIONAL_STATISTICS, given_at=t),
+            FirstResponseGiven(responded_at=t, responder_role=ResponderRole.PARALEGAL,
+                               responder="pat"),
+            ConsentWithdrawn(purpose=ConsentPurpose.REGIONAL_STATISTICS, withdrawn_at=t),
+            ConsentGiven(purpose=ConsentPurpose.POLICE_REPORT, given_at=t),
+            PoliceReportFiled(filed_at=t, district="BW-Gaborone"),
+            ConsentCorrected(purpose=ConsentPurpose.REGIONAL_STATISTICS, given=True,
+                             corrected_at=t, reason=ConsentCorrectionReason.SURVIVOR_CLARIFIED),
+            PoliceResponded(responded_at=t, response=PoliceResponse.REFUSED),
+        ):
+            state = node.cases.record_change(state.case_id, state.version, change, "pat")
+        link = NodeLink(node, FederationSettings(nats_url=nats_server.url, nats_user="x",
+                                                 publish_interval=0))
+        try:
+            await relay_until_caught_up([link])
+        finally:
+            await link.stop()
+        stored = await read_stream(nats_server.url, kit.document)
+        about_case = [type(o.event).__name__ for o, _ in stored
+                      if o.event.case == pseud.case(state.case_id)]
+        # Shared while consented, one retraction, then nothing (not even after re-consent).
+        assert about_case == ["SharedIncident", "SharedFirstResponse", "SharedRetraction"]
+    finally:
+        node.close()
