@@ -500,29 +500,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         loc = ".".join(str(p) for p in first.get("loc", ()))
         return _problem(422, f"{first.get('msg', 'invalid parameter')} - at {loc}", loc or None)
 
-    @app.exception_handler(InboundNotFound)
-    async def inbound_not_found(request: Request, e: InboundNotFound) -> Response:
-        return _problem(404, str(e))
+    # Expected refusals: (status, the field to name, if any). Their messages hold no data.
+    refusals: dict[type[Exception], tuple[int, str | None]] = {
+        CaseNotFound: (404, None),
+        InboundNotFound: (404, None),
+        UnknownUser: (404, None),
+        StaleCase: (409, "expected_version"),
+        CaseRuleViolation: (409, None),
+        UserExists: (409, "name"),
+    }
 
-    @app.exception_handler(CaseNotFound)
-    async def not_found(request: Request, e: CaseNotFound) -> Response:
-        return _problem(404, str(e))
+    async def refused(request: Request, e: Exception) -> Response:
+        status, field = _refusal_of(refusals, e)
+        return _problem(status, str(e), field)
 
-    @app.exception_handler(UnknownUser)
-    async def unknown_user(request: Request, e: UnknownUser) -> Response:
-        return _problem(404, str(e))
-
-    @app.exception_handler(StaleCase)
-    async def stale(request: Request, e: StaleCase) -> Response:
-        return _problem(409, str(e), "expected_version")
-
-    @app.exception_handler(CaseRuleViolation)
-    async def rule(request: Request, e: CaseRuleViolation) -> Response:
-        return _problem(409, str(e))
-
-    @app.exception_handler(UserExists)
-    async def user_exists(request: Request, e: UserExists) -> Response:
-        return _problem(409, str(e), "name")
+    for kind in refusals:
+        app.add_exception_handler(kind, refused)
 
     @app.exception_handler(TamperedEvent)
     async def tampered(request: Request, e: TamperedEvent) -> Response:
@@ -538,6 +531,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def keys_error(request: Request, e: KeysError) -> Response:
         log.error("keys error: %s", type(e).__name__)
         return _problem(500, "key handling failed; see the node's log")
+
+
+def _refusal_of(
+    refusals: dict[type[Exception], tuple[int, str | None]], e: Exception
+) -> tuple[int, str | None]:
+    """The listed refusal `e` is (or descends from: InvalidChange is a CaseRuleViolation)."""
+    return next(v for k, v in refusals.items() if isinstance(e, k))
 
 
 def _openapi(app: FastAPI, schemas: _Schemas) -> dict[str, Any]:
