@@ -166,10 +166,10 @@ class TimedRelay(Relay):
 
     building = 0.0
 
-    def next_batch(self) -> tuple[list[Outgoing], int]:
+    def next_batch(self, after: int | None = None) -> tuple[list[Outgoing], int]:
         start = time.perf_counter()
         try:
-            return super().next_batch()
+            return super().next_batch(after)
         finally:
             self.building += time.perf_counter() - start
 

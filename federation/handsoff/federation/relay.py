@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -130,11 +131,13 @@ class Relay:
         self.status.position = self._position.notification_id
         self._replayed = True
 
-    def next_batch(self) -> tuple[list[Outgoing], int]:
-        """Messages made from the next notifications, and the last notification they cover."""
-        page = self.source.changes_after(self._position.notification_id, self.settings.batch)
+    def next_batch(self, after: int | None = None) -> tuple[list[Outgoing], int]:
+        """Messages made from the notifications after `after` (default: the committed
+        position), and the last notification they cover."""
+        after = self._position.notification_id if after is None else after
+        page = self.source.changes_after(after, self.settings.batch)
         if not page:
-            return [], self._position.notification_id
+            return [], after
         s = self.settings
         signer = self.signer()
         out: list[Outgoing] = []
@@ -150,24 +153,35 @@ class Relay:
         return out, page[-1].notification_id
 
     async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
-        """Relays until `stop` is set; survives NATS outages (retries, reconciles)."""
+        """Relays until `stop` is set; survives NATS outages (retries, reconciles).
+
+        Batches are built in order (the share policy is a fold) and published one at a
+        time; the next batch is built in a worker thread while the current one's PubAcks
+        come back. Only the batch being published can be partly stored, so only it is
+        reconciled after a failure.
+        """
         if not self._replayed:
             await asyncio.to_thread(self.replay_policy)
-        pending: list[Outgoing] = []
-        upto = self._position.notification_id
+        built: deque[tuple[list[Outgoing], int]] = deque()
         reconcile = True
         wait = self.settings.retry_wait[0]
         while not stop.is_set():
-            if not pending and upto == self._position.notification_id:
-                pending, upto = await asyncio.to_thread(self.next_batch)
-                self.status.pending = len(pending)
-                if upto == self._position.notification_id:  # caught up
+            if not built:
+                batch = await asyncio.to_thread(self.next_batch)
+                if batch[1] == self._position.notification_id:  # caught up
                     await _sleep_or_stop(stop, max(self.settings.idle_wait, self.settings.interval))
                     continue
+                built.append(batch)
+            pending, upto = built[0]
+            self.status.pending = sum(len(b[0]) for b in built)
+            prefetch = None
             try:
                 if reconcile:
                     pending = await self._without_stored(js, pending)
+                    built[0] = (pending, upto)
                     reconcile = False
+                if len(built) == 1:
+                    prefetch = asyncio.create_task(asyncio.to_thread(self.next_batch, upto))
                 last_seq = await self._publish(js, pending)
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as e:
                 self.status.connected = False
@@ -179,12 +193,17 @@ class Relay:
                 await _sleep_or_stop(stop, wait)
                 wait = min(wait * 2, self.settings.retry_wait[1])
                 continue
+            finally:
+                if prefetch is not None:
+                    following = await prefetch
+                    if following[1] > upto:
+                        built.append(following)
             wait = self.settings.retry_wait[0]
             if self.after_publish is not None:
                 self.after_publish()
             self._commit(Position(upto, max(last_seq, self._position.stream_seq)))
             self.status.published += len(pending)
-            pending = []
+            built.popleft()
 
     def _commit(self, position: Position) -> None:
         self.store.save(position)
