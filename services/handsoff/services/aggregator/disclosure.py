@@ -1,0 +1,450 @@
+"""Disclosure control for published count tables (issue #4). Pure and deterministic, no I/O.
+
+A count of 1 or 2 in a small place can identify a person, so before the aggregator publishes
+a table (rows = countries, columns = categories, say; or one row with a total) every entry,
+margins included, is either its true number or ``SUPPRESSED``:
+
+1. **Primary suppression.** An entry (cell, row total, column total or grand total) from 1 to
+   ``k - 1`` is suppressed; ``k`` is configurable, default 5, at least 2.
+
+   **Zeros are published.** A zero is nobody, and "no police violence reported in X" is a
+   result in itself. A published zero never helps recover a suppressed entry: it enters the
+   attacker's equations as a known constant like any other published number, and the exact
+   check below accounts for it. Zeros are never chosen as complements while a non-zero entry
+   will do (a zero can be a known structural zero, so hiding it protects nothing); a zero is
+   taken only when a line has nothing else (a remembered entry that has fallen to 0).
+
+2. **Complementary suppression**, so no suppressed entry can be worked out from the published
+   numbers through additivity (cells add up to their row total and column total; row totals
+   and column totals add up to the grand total).
+
+   a. *Line rule.* Every line (a row with its total, a column with its total, the row of
+      column totals with the grand total, the column of row totals with the grand total) holds
+      either no suppressed entry or at least two. A line with exactly one gets a complement:
+      a published entry of that line, chosen by (1) entries whose other line also holds
+      exactly one suppressed entry first (one complement then settles two lines, which keeps
+      the pattern small: a lone small cell costs a 2x2 rectangle, not a chain), (2) smallest
+      non-zero value, zeros last, (3) position (rows, then columns, in table order, totals
+      last). Lines are scanned in order (rows, then the totals row, then columns, then the
+      totals column) until stable.
+
+   b. *Exact check.* The line rule is not enough: two blocks of suppressed cells joined by a
+      single suppressed cell satisfy it, yet that cell is the difference of the two blocks'
+      row sums and column sums. So every pattern is checked exactly: the additivity equations
+      restricted to the suppressed entries (published numbers move to the right-hand side) are
+      put in reduced row echelon form over the rationals (``fractions.Fraction``, no floats);
+      a suppressed entry is uniquely determined iff its pivot row has no free variable.
+      Whether an entry is determined depends only on which entries are suppressed, never on
+      the values. For the first determined entry (in position order) the published entry with
+      the smallest non-zero value whose suppression (followed by the line rule again) makes
+      it undetermined is added; repeat until nothing is determined.
+
+   A single extra entry always suffices: a determined entry is a bridge between two parts
+   of the suppressed pattern (see below), each part holds a row line and a column line (the
+   line rule gives every touched line two suppressed entries), and every row line meets
+   every column line in exactly one entry, so some entry joins the two parts.
+
+   Why this is also safe against an attacker who knows counts are non-negative integers: the
+   equations of a two-way table with margins are, up to signs, those of a bipartite graph
+   (lines are nodes, entries are edges). An entry is undetermined exactly when it lies on a
+   cycle of suppressed entries, and moving the values by +1/-1 alternately around that cycle
+   gives another table with the same published numbers. Every suppressed entry is at least 1
+   (zeros are not suppressed, except the last-resort case and entries kept suppressed by
+   ``SuppressionMemory`` whose count later fell to 0), so both shifted tables stay
+   non-negative: at least two integer tables fit what was published.
+
+3. **Statistics.** ``suppress_stat``: a median or percentile over fewer than ``k`` cases is
+   not published.
+
+4. **Consistency across releases of the same period** (late reports make a month's counts
+   grow): ``SuppressionMemory`` remembers, per table name and period, every entry suppressed
+   in any release (primary and complements). The rule is simple and safe against the
+   equations (not against growth bounds, see the known gap below): *once suppressed for a
+   period, always suppressed for that period* -- later releases start from that set,
+   then add their own primary and complementary suppressions. So the suppressed sets of a
+   period only grow, a later release never publishes what an earlier one hid, and the
+   difference of two releases (``difference``) has the later release's pattern as its
+   unknowns, which the exact check has already cleared.
+
+Limits (documented, not handled here):
+
+- Exact disclosure only. An attacker may still bound a suppressed entry (a suppressed cell in
+  a line with total 7 is at most 7); no minimum protection interval is enforced.
+- **Known gap: growth bounds across releases.** Someone who also assumes counts never fall
+  between releases of a period gets inequalities, which the exact (equation) check does not
+  cover. When a cell turns small in a re-release and its complements are entries published
+  earlier that did not grow, the bounds can pin it exactly (worked example:
+  ``test_known_gap_growth_bounds_can_pin_a_new_small_cell``). Closing it needs an interval
+  audit over all releases of the period (linear programming, with earlier published values
+  as lower bounds), or a policy: publish a period once and count late reports in the month
+  they arrive, or prefer complements that grew since the earlier release.
+- One table at a time. Tables that share margins (two breakdowns of the same countries)
+  must be protected together, or an entry hidden in one may be recovered from the other.
+- Margins are the sums of the cells. A total that also counts cases without a category must
+  get an explicit "unknown" column, or additivity (and the check) does not describe it.
+- The checker is cubic in the number of suppressed entries with a candidate loop on top:
+  fine for region tables (tens of rows and columns), not for very large tables.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
+from typing import Final, Literal
+
+import msgspec
+
+DEFAULT_K: Final = 5
+
+Label = str
+Position = tuple[Label | None, Label | None]
+"""``(row, column)``; ``None`` stands for the total: ``(row, None)`` is a row total,
+``(None, column)`` a column total, ``(None, None)`` the grand total."""
+
+
+class Suppressed(enum.Enum):
+    SUPPRESSED = "suppressed"
+
+
+SUPPRESSED: Final = Suppressed.SUPPRESSED
+Entry = int | Literal[Suppressed.SUPPRESSED]
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"disclosure threshold k must be an integer >= 2, got {k!r}")
+
+
+def _check_labels(kind: str, labels: Sequence[str]) -> None:
+    if not labels:
+        raise ValueError(f"a table needs at least one {kind}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"duplicate {kind} labels: {list(labels)!r}")
+    if not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"{kind} labels must be strings")
+
+
+class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Counts ``counts[i][j]`` for ``rows[i]`` x ``columns[j]``; margins are derived."""
+
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    counts: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        _check_labels("row", self.rows)
+        _check_labels("column", self.columns)
+        if len(self.counts) != len(self.rows) or any(
+            len(line) != len(self.columns) for line in self.counts
+        ):
+            raise ValueError("counts must have one line per row and one value per column")
+        for line in self.counts:
+            for v in line:
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise ValueError(f"counts must be non-negative integers, got {v!r}")
+
+    @classmethod
+    def from_cells(
+        cls,
+        cells: Mapping[tuple[str, str], int],
+        rows: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Table:
+        """A two-way table; cells not given are 0. Without ``rows``/``columns`` the labels
+        of ``cells`` are used, sorted."""
+        row_labels = tuple(rows) if rows is not None else tuple(sorted({r for r, _ in cells}))
+        col_labels = tuple(columns) if columns is not None else tuple(sorted({c for _, c in cells}))
+        unknown = [key for key in cells if key[0] not in row_labels or key[1] not in col_labels]
+        if unknown:
+            raise ValueError(f"cells outside the given rows/columns: {unknown!r}")
+        counts = tuple(tuple(cells.get((r, c), 0) for c in col_labels) for r in row_labels)
+        return cls(rows=row_labels, columns=col_labels, counts=counts)
+
+    @classmethod
+    def one_way(cls, counts: Mapping[str, int], row: str = "all") -> Table:
+        """A one-way table: one row (labelled ``row``) whose total is the grand total.
+
+        Its column totals equal its cells and are suppressed with them."""
+        columns = tuple(counts)
+        return cls(rows=(row,), columns=columns, counts=(tuple(counts[c] for c in columns),))
+
+    def values(self) -> dict[Position, int]:
+        """Every entry, margins included."""
+        out: dict[Position, int] = {}
+        for r, line in zip(self.rows, self.counts, strict=True):
+            for c, v in zip(self.columns, line, strict=True):
+                out[(r, c)] = v
+            out[(r, None)] = sum(line)
+        for j, c in enumerate(self.columns):
+            out[(None, c)] = sum(line[j] for line in self.counts)
+        out[(None, None)] = sum(map(sum, self.counts))
+        return out
+
+
+class Published(msgspec.Struct, frozen=True):
+    """A protected table: every entry (margins included) is a number or ``SUPPRESSED``."""
+
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    k: int
+    entries: dict[Position, Entry]
+
+    def get(self, position: Position) -> Entry:
+        return self.entries[position]
+
+    def cell(self, row: str, column: str) -> Entry:
+        return self.entries[(row, column)]
+
+    def row_total(self, row: str) -> Entry:
+        return self.entries[(row, None)]
+
+    def column_total(self, column: str) -> Entry:
+        return self.entries[(None, column)]
+
+    @property
+    def grand_total(self) -> Entry:
+        return self.entries[(None, None)]
+
+    @property
+    def suppressed(self) -> frozenset[Position]:
+        return frozenset(p for p, v in self.entries.items() if v is SUPPRESSED)
+
+
+class Stat(msgspec.Struct, frozen=True):
+    n: int
+    median: float
+    p90: float
+
+
+def suppress_stat(n: int, median: float, p90: float, k: int = DEFAULT_K) -> Stat | None:
+    """The median and 90th percentile of ``n`` cases, or None when ``n < k``.
+
+    (With ``n`` just above ``k`` the 90th percentile is close to the largest single value;
+    callers wanting more margin can pass a larger ``k`` for percentiles.)"""
+    _check_k(k)
+    if n < k:
+        return None
+    return Stat(n=n, median=median, p90=p90)
+
+
+# -- geometry ---------------------------------------------------------------------------
+
+
+def _axes(rows: Sequence[str], columns: Sequence[str]) -> tuple[list[str | None], list[str | None]]:
+    return [*rows, None], [*columns, None]
+
+
+def _order(rows: Sequence[str], columns: Sequence[str]) -> dict[Position, tuple[int, int]]:
+    """Position order: rows, then columns, in table order, totals last."""
+    ext_rows, ext_cols = _axes(rows, columns)
+    return {(r, c): (i, j) for i, r in enumerate(ext_rows) for j, c in enumerate(ext_cols)}
+
+
+def _lines(rows: Sequence[str], columns: Sequence[str]) -> list[list[Position]]:
+    """Each additive line: its entries, the total last."""
+    ext_rows, ext_cols = _axes(rows, columns)
+    by_row = [[(r, c) for c in ext_cols] for r in ext_rows]
+    by_col = [[(r, c) for r in ext_rows] for c in ext_cols]
+    return by_row + by_col
+
+
+def determined(
+    rows: Sequence[str], columns: Sequence[str], suppressed: Iterable[Position]
+) -> frozenset[Position]:
+    """The suppressed entries whose value follows from the published entries of the table.
+
+    Exact: reduced row echelon form over the rationals of the additivity equations (each
+    line's entries minus its total is 0) restricted to the suppressed entries; an entry is
+    determined iff it is a pivot whose row has no free variable. Depends only on the pattern.
+    """
+    order = _order(rows, columns)
+    chosen = set(suppressed)
+    missing = [p for p in chosen if p not in order]
+    if missing:
+        raise ValueError(f"positions not in the table: {missing!r}")
+    unknowns = sorted(chosen, key=order.__getitem__)
+    index = {p: i for i, p in enumerate(unknowns)}
+    width = len(unknowns)
+    matrix: list[list[Fraction]] = []
+    for line in _lines(rows, columns):
+        coefficients = [Fraction(0)] * width
+        total = line[-1]
+        for p in line:
+            if p in index:
+                coefficients[index[p]] = Fraction(-1 if p == total else 1)
+        if any(coefficients):
+            matrix.append(coefficients)
+    pivots = _rref(matrix, width)
+    out = {
+        unknowns[col]
+        for row, col in enumerate(pivots)
+        if all(matrix[row][j] == 0 for j in range(width) if j != col)
+    }
+    return frozenset(out)
+
+
+def _rref(matrix: list[list[Fraction]], width: int) -> list[int]:
+    """Reduce ``matrix`` in place; return the pivot column of each leading row."""
+    pivots: list[int] = []
+    top = 0
+    for col in range(width):
+        if top == len(matrix):
+            break
+        found = next((i for i in range(top, len(matrix)) if matrix[i][col] != 0), None)
+        if found is None:
+            continue
+        matrix[top], matrix[found] = matrix[found], matrix[top]
+        lead = matrix[top][col]
+        matrix[top] = [v / lead for v in matrix[top]]
+        for i, line in enumerate(matrix):
+            factor = line[col]
+            if i != top and factor != 0:
+                matrix[i] = [a - factor * b for a, b in zip(line, matrix[top], strict=True)]
+        pivots.append(col)
+        top += 1
+    return pivots
+
+
+def recoverable(published: Published) -> frozenset[Position]:
+    """Suppressed entries of ``published`` that its published numbers give away (should be
+    empty for anything ``protect`` returns)."""
+    return determined(published.rows, published.columns, published.suppressed)
+
+
+def difference(earlier: Published, later: Published) -> Published:
+    """What someone learns by subtracting two releases of the same table: later - earlier
+    where both published a number, ``SUPPRESSED`` where either did not. Rows or columns only
+    in ``later`` count as 0 (published) in ``earlier``."""
+    if not set(earlier.rows) <= set(later.rows) or not set(earlier.columns) <= set(later.columns):
+        raise ValueError("the later release must keep every row and column of the earlier one")
+    entries: dict[Position, Entry] = {}
+    for position, after in later.entries.items():
+        r, c = position
+        present = (r is None or r in earlier.rows) and (c is None or c in earlier.columns)
+        before: Entry = earlier.entries[position] if present else 0
+        if after is SUPPRESSED or before is SUPPRESSED:
+            entries[position] = SUPPRESSED
+        else:
+            entries[position] = after - before
+    return Published(rows=later.rows, columns=later.columns, k=later.k, entries=entries)
+
+
+# -- protection -------------------------------------------------------------------------
+
+
+def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) -> Published:
+    """Primary and complementary suppression of ``table``; ``keep``: entries that must stay
+    suppressed (from ``SuppressionMemory``)."""
+    _check_k(k)
+    values = table.values()
+    order = _order(table.rows, table.columns)
+    lines = _lines(table.rows, table.columns)
+    hidden = set(keep)
+    missing = sorted((p for p in hidden if p not in values), key=repr)
+    if missing:
+        raise ValueError(f"entries to keep suppressed are not in the table: {missing!r}")
+    hidden |= {p for p, v in values.items() if 0 < v < k}
+
+    line_of: dict[Position, list[int]] = {p: [] for p in values}
+    for number, line in enumerate(lines):
+        for p in line:
+            line_of[p].append(number)
+
+    def rank(p: Position) -> tuple[bool, int, tuple[int, int]]:
+        # smallest non-zero value first, zeros last, ties by position
+        return (values[p] == 0, values[p], order[p])
+
+    def single(number: int, hidden: set[Position]) -> bool:
+        return sum(p in hidden for p in lines[number]) == 1
+
+    def complement(number: int, hidden: set[Position]) -> Position:
+        # entries whose other line also holds a single suppressed entry first (one
+        # complement settles both lines), then the smallest non-zero value
+        def key(p: Position) -> tuple[bool, tuple[bool, int, tuple[int, int]]]:
+            other = next(n for n in line_of[p] if n != number)
+            return (not single(other, hidden), rank(p))
+
+        return min((p for p in lines[number] if p not in hidden), key=key)
+
+    def close_lines(start: set[Position]) -> set[Position]:
+        out = set(start)
+        changed = True
+        while changed:
+            changed = False
+            for number in range(len(lines)):
+                if single(number, out):
+                    out.add(complement(number, out))
+                    changed = True
+        return out
+
+    if hidden:
+        hidden = close_lines(hidden)
+    while exposed := determined(table.rows, table.columns, hidden):
+        target = min(exposed, key=order.__getitem__)
+        for candidate in sorted((p for p in values if p not in hidden), key=rank):
+            trial = close_lines(hidden | {candidate})
+            if target not in determined(table.rows, table.columns, trial):
+                hidden = trial
+                break
+        else:  # pragma: no cover - one entry always suffices (module docstring)
+            hidden = set(values)  # defensive: hiding everything leaves nothing determined
+
+    entries: dict[Position, Entry] = {
+        p: (SUPPRESSED if p in hidden else v)
+        for p, v in sorted(values.items(), key=lambda item: order[item[0]])
+    }
+    return Published(rows=table.rows, columns=table.columns, k=k, entries=entries)
+
+
+# -- memory across releases -----------------------------------------------------------------
+
+
+def _position_key(p: Position) -> tuple[bool, str, bool, str]:
+    return (p[0] is None, p[0] or "", p[1] is None, p[1] or "")
+
+
+class Remembered(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    table: str
+    period: str
+    suppressed: tuple[Position, ...]
+
+
+class SuppressionMemory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Every entry suppressed so far, per table name and period (msgspec-serialisable;
+    ``msgspec.json.encode`` / ``msgspec.json.decode(data, type=SuppressionMemory)``)."""
+
+    records: tuple[Remembered, ...] = ()
+
+    def suppressed(self, table: str, period: str) -> frozenset[Position]:
+        return frozenset(
+            p
+            for record in self.records
+            if record.table == table and record.period == period
+            for p in record.suppressed
+        )
+
+    def remember(self, table: str, period: str, positions: Iterable[Position]) -> SuppressionMemory:
+        merged = self.suppressed(table, period) | set(positions)
+        others = [r for r in self.records if (r.table, r.period) != (table, period)]
+        record = Remembered(
+            table=table, period=period, suppressed=tuple(sorted(merged, key=_position_key))
+        )
+        records = sorted([*others, record], key=lambda r: (r.table, r.period))
+        return SuppressionMemory(records=tuple(records))
+
+
+def release(
+    table: Table,
+    *,
+    name: str,
+    period: str,
+    memory: SuppressionMemory,
+    k: int = DEFAULT_K,
+) -> tuple[Published, SuppressionMemory]:
+    """Protect a (re-)release of table ``name`` for ``period``: everything suppressed in an
+    earlier release of that period stays suppressed. Returns the published table and the
+    memory to keep for the next release."""
+    kept = memory.suppressed(name, period)
+    published = protect(table, k, keep=kept)
+    return published, memory.remember(name, period, published.suppressed)

@@ -1,0 +1,399 @@
+"""Disclosure control: primary and complementary suppression, the exact check, statistics,
+memory across releases, and a property test that nothing suppressed can be recovered from
+what was published (each release alone and the differences between releases).
+
+The property test does not trust the module's own solver alone: it also checks every pattern
+with an independent criterion (a suppressed entry is recoverable iff it is a bridge of the
+bipartite graph lines x entries restricted to suppressed entries), and a separate property
+checks that the two agree on arbitrary patterns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from handsoff.services.aggregator.disclosure import (
+    DEFAULT_K,
+    SUPPRESSED,
+    Position,
+    Published,
+    Stat,
+    SuppressionMemory,
+    Table,
+    determined,
+    difference,
+    protect,
+    recoverable,
+    release,
+    suppress_stat,
+)
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def grid(rows: str, columns: str, counts: list[list[int]]) -> Table:
+    return Table(rows=tuple(rows), columns=tuple(columns), counts=tuple(map(tuple, counts)))
+
+
+def lines(rows: tuple[str, ...], columns: tuple[str, ...]) -> list[list[Position]]:
+    ext_rows: list[str | None] = [*rows, None]
+    ext_cols: list[str | None] = [*columns, None]
+    return [[(r, c) for c in ext_cols] for r in ext_rows] + [
+        [(r, c) for r in ext_rows] for c in ext_cols
+    ]
+
+
+def bridges(suppressed: frozenset[Position]) -> frozenset[Position]:
+    """Independent oracle: suppressed entries not on a cycle of suppressed entries, in the
+    bipartite graph whose nodes are row lines and column lines and whose edges are entries."""
+
+    def connected(
+        without: Position, start: tuple[str, str | None], goal: tuple[str, str | None]
+    ) -> bool:
+        seen = {start}
+        todo = deque([start])
+        while todo:
+            kind, label = todo.popleft()
+            if (kind, label) == goal:
+                return True
+            for r, c in suppressed:
+                if (r, c) == without:
+                    continue
+                if kind == "r" and r == label:
+                    nxt = ("c", c)
+                elif kind == "c" and c == label:
+                    nxt = ("r", r)
+                else:
+                    continue
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    return frozenset(p for p in suppressed if not connected(p, ("r", p[0]), ("c", p[1])))
+
+
+def assert_safe(published: Published, table: Table) -> None:
+    values = table.values()
+    assert set(published.entries) == set(values)
+    for position, shown in published.entries.items():
+        if shown is not SUPPRESSED:
+            assert shown == values[position]
+            assert not 0 < shown < published.k, position
+    for line in lines(published.rows, published.columns):
+        assert sum(published.entries[p] is SUPPRESSED for p in line) != 1, line
+    assert recoverable(published) == frozenset()
+    assert bridges(published.suppressed) == frozenset()
+
+
+# -- primary and complementary suppression ---------------------------------------------------
+
+
+def test_nothing_small_nothing_suppressed() -> None:
+    table = grid("XY", "AB", [[5, 0], [7, 9]])
+    published = protect(table)
+    assert published.suppressed == frozenset()
+    assert published.cell("X", "B") == 0  # zeros are published
+    assert published.row_total("X") == 5
+    assert published.column_total("A") == 12
+    assert published.grand_total == 21
+
+
+def test_one_way_small_count_and_its_complement() -> None:
+    table = Table.one_way({"a": 3, "b": 10, "c": 7, "d": 0})
+    published = protect(table)
+    assert published.entries == {
+        ("all", "a"): SUPPRESSED,
+        ("all", "b"): 10,
+        ("all", "c"): SUPPRESSED,  # smallest non-zero published value (the 0 is skipped)
+        ("all", "d"): 0,
+        ("all", None): 20,
+        (None, "a"): SUPPRESSED,  # a one-way table's column totals are its cells
+        (None, "b"): 10,
+        (None, "c"): SUPPRESSED,
+        (None, "d"): 0,
+        (None, None): 20,
+    }
+    assert_safe(published, table)
+
+
+def test_two_way_small_cell_costs_a_rectangle() -> None:
+    table = grid("XYZ", "ABC", [[2, 8, 9], [6, 12, 7], [10, 11, 13]])
+    published = protect(table)
+    assert published.suppressed == {("X", "A"), ("X", "B"), ("Y", "A"), ("Y", "B")}
+    assert published.cell("X", "C") == 9
+    assert published.row_total("X") == 19
+    assert published.column_total("A") == 18
+    assert published.grand_total == 78
+    assert_safe(published, table)
+
+
+def test_small_margin_is_suppressed_too() -> None:
+    # row X totals 4: the row total and both of its non-zero cells are primary
+    table = grid("XY", "AB", [[1, 3], [9, 8]])
+    published = protect(table)
+    assert {("X", "A"), ("X", "B"), ("X", None)} <= published.suppressed
+    assert_safe(published, table)
+
+
+def test_small_grand_total_hides_every_non_zero_entry() -> None:
+    table = grid("XY", "AB", [[1, 0], [2, 1]])
+    published = protect(table)
+    values = table.values()
+    assert published.suppressed == {p for p, v in values.items() if v > 0}
+    assert published.cell("X", "B") == 0
+    assert_safe(published, table)
+
+
+def test_threshold_is_configurable() -> None:
+    table = grid("XY", "AB", [[7, 20], [30, 40]])
+    assert protect(table, k=5).suppressed == frozenset()
+    assert ("X", "A") in protect(table, k=11).suppressed
+    with pytest.raises(ValueError, match="k must be"):
+        protect(table, k=1)
+
+
+def test_table_validation() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        grid("X", "A", [[-1]])
+    with pytest.raises(ValueError, match="duplicate"):
+        Table(rows=("X", "X"), columns=("A",), counts=((1,), (2,)))
+    with pytest.raises(ValueError, match="outside"):
+        Table.from_cells({("X", "A"): 1}, rows=["Y"], columns=["A"])
+    table = Table.from_cells({("X", "A"): 6, ("Y", "B"): 7})
+    assert table.rows == ("X", "Y")
+    assert table.counts == ((6, 0), (0, 7))
+
+
+# -- the exact check ---------------------------------------------------------------------------
+
+# Two 2x2 blocks of small cells joined by one small cell (0, c). Every line holds 0 or at
+# least 2 suppressed entries, so the line rule is satisfied, yet (0, c) is the sum of rows 0
+# and 1 minus the sum of columns a and b over the suppressed cells.
+BRIDGED = grid(
+    "0123",
+    "abcd",
+    [
+        [1, 2, 3, 20],
+        [2, 1, 30, 40],
+        [50, 60, 2, 1],
+        [70, 80, 1, 3],
+    ],
+)
+
+
+def test_line_rule_misses_a_bridge_that_the_exact_check_catches() -> None:
+    primary = frozenset(p for p, v in BRIDGED.values().items() if 0 < v < DEFAULT_K)
+    for line in lines(BRIDGED.rows, BRIDGED.columns):
+        assert sum(p in primary for p in line) in (0, 2, 3)
+    assert determined(BRIDGED.rows, BRIDGED.columns, primary) == {("0", "c")}
+    assert bridges(primary) == {("0", "c")}
+    # the recovery, spelled out
+    v = BRIDGED.values()
+    rows_01 = v[("0", None)] - v[("0", "d")] + v[("1", None)] - v[("1", "c")] - v[("1", "d")]
+    cols_ab = v[(None, "a")] - 50 - 70 + v[(None, "b")] - 60 - 80
+    assert rows_01 - cols_ab == v[("0", "c")] == 3
+
+
+def test_exact_check_adds_the_smallest_entry_that_closes_the_bridge() -> None:
+    published = protect(BRIDGED)
+    primary = {p for p, v in BRIDGED.values().items() if 0 < v < DEFAULT_K}
+    assert published.suppressed == primary | {("0", "d")}  # 20: smallest joining entry
+    assert_safe(published, BRIDGED)
+
+
+def test_determined_rejects_unknown_positions() -> None:
+    with pytest.raises(ValueError, match="not in the table"):
+        determined(("X",), ("A",), [("Y", "A")])
+
+
+patterns = st.tuples(st.integers(2, 4), st.integers(2, 4)).flatmap(
+    lambda shape: st.tuples(
+        st.just(shape),
+        st.sets(
+            st.tuples(
+                st.sampled_from([*map(str, range(shape[0])), None]),
+                st.sampled_from([*"abcd"[: shape[1]], None]),
+            )
+        ),
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(patterns)
+def test_solver_agrees_with_the_graph_criterion(
+    pattern: tuple[tuple[int, int], set[Position]],
+) -> None:
+    (n_rows, n_cols), suppressed = pattern
+    rows = tuple(map(str, range(n_rows)))
+    columns = tuple("abcd"[:n_cols])
+    assert determined(rows, columns, suppressed) == bridges(frozenset(suppressed))
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def test_stats_need_k_cases() -> None:
+    assert suppress_stat(4, 12.0, 30.0) is None
+    assert suppress_stat(0, 0.0, 0.0) is None
+    assert suppress_stat(5, 12.0, 30.0) == Stat(n=5, median=12.0, p90=30.0)
+    assert suppress_stat(9, 1.0, 2.0, k=10) is None
+    assert suppress_stat(10, 1.0, 2.0, k=10) == Stat(n=10, median=1.0, p90=2.0)
+    with pytest.raises(ValueError, match="k must be"):
+        suppress_stat(10, 1.0, 2.0, k=0)
+
+
+# -- memory across releases -------------------------------------------------------------------
+
+
+def test_suppressed_once_stays_suppressed_for_the_period() -> None:
+    memory = SuppressionMemory()
+    first, memory = release(
+        grid("XYZ", "ABC", [[2, 8, 9], [6, 12, 7], [10, 11, 13]]),
+        name="by_type",
+        period="2025-03",
+        memory=memory,
+    )
+    assert first.suppressed == {("X", "A"), ("X", "B"), ("Y", "A"), ("Y", "B")}
+    # late reports: (X, A) is now 6 >= k, nothing is small, yet the earlier pattern stays
+    later_table = grid("XYZ", "ABC", [[6, 8, 9], [6, 12, 7], [10, 11, 13]])
+    assert protect(later_table).suppressed == frozenset()
+    second, memory = release(later_table, name="by_type", period="2025-03", memory=memory)
+    assert second.suppressed == first.suppressed
+    assert recoverable(difference(first, second)) == frozenset()
+    # another period, or another table, starts afresh
+    other, _ = release(later_table, name="by_type", period="2025-04", memory=memory)
+    assert other.suppressed == frozenset()
+    assert memory.suppressed("by_country", "2025-03") == frozenset()
+
+
+def test_a_new_small_cell_adds_to_the_remembered_pattern() -> None:
+    memory = SuppressionMemory()
+    table = grid("XYZ", "ABC", [[2, 8, 9], [6, 12, 7], [10, 11, 0]])
+    first, memory = release(table, name="t", period="p", memory=memory)
+    assert first.suppressed == {("X", "A"), ("X", "B"), ("Y", "A"), ("Y", "B")}
+    # a late report turns the published 0 at (Z, C) into a 3
+    grown = grid("XYZ", "ABC", [[2, 8, 9], [6, 12, 7], [10, 11, 3]])
+    # protected afresh, (X, B), hidden in the first release, would now be published
+    assert protect(grown).suppressed == {("X", "A"), ("X", "C"), ("Z", "A"), ("Z", "C")}
+    second, memory = release(grown, name="t", period="p", memory=memory)
+    assert second.suppressed == first.suppressed | {("Z", "C"), ("Z", "A"), ("Y", "C")}
+    assert memory.suppressed("t", "p") == second.suppressed
+    assert_safe(first, table)
+    assert_safe(second, grown)
+    assert recoverable(difference(first, second)) == frozenset()
+
+
+def test_memory_round_trips_through_json() -> None:
+    memory = SuppressionMemory()
+    _, memory = release(
+        Table.one_way({"a": 3, "b": 10, "c": 7}), name="t", period="p", memory=memory
+    )
+    _, memory = release(Table.one_way({"a": 1, "b": 10}), name="t", period="q", memory=memory)
+    encoded = msgspec.json.encode(memory)
+    decoded = msgspec.json.decode(encoded, type=SuppressionMemory)
+    assert decoded == memory
+    assert decoded.suppressed("t", "p") == {("all", "a"), ("all", "c"), (None, "a"), (None, "c")}
+    assert msgspec.json.encode(decoded) == encoded  # deterministic
+
+
+def test_memory_refuses_a_table_that_lost_a_suppressed_entry() -> None:
+    memory = SuppressionMemory().remember("t", "p", [("gone", "a")])
+    with pytest.raises(ValueError, match="not in the table"):
+        release(Table.one_way({"a": 10}), name="t", period="p", memory=memory)
+
+
+def test_difference_of_releases() -> None:
+    first = protect(grid("XY", "AB", [[6, 7], [8, 9]]))
+    second = protect(
+        Table.from_cells(
+            {("X", "A"): 6, ("X", "B"): 9, ("Y", "A"): 8, ("Y", "B"): 9, ("Z", "A"): 10}
+        )
+    )
+    diff = difference(first, second)
+    assert diff.cell("X", "B") == 2
+    assert diff.cell("Z", "A") == 10  # a new row counts from 0
+    assert diff.grand_total == 12
+    with pytest.raises(ValueError, match="keep every row"):
+        difference(second, first)
+
+
+# -- the property ------------------------------------------------------------------------------
+
+small = st.one_of(st.integers(0, 4), st.integers(0, 4), st.integers(0, 12), st.integers(0, 60))
+growth = st.one_of(st.just(0), st.just(0), st.integers(0, 2), st.integers(0, 8))
+
+
+@st.composite
+def release_sequences(draw: st.DrawFn) -> tuple[int, list[Table]]:
+    n_rows = draw(st.integers(2, 5))
+    n_cols = draw(st.integers(2, 5))
+    rows = tuple(f"r{i}" for i in range(n_rows))
+    columns = tuple(f"c{j}" for j in range(n_cols))
+    k = draw(st.sampled_from([3, 5, 5, 10]))
+    counts = [[draw(small) for _ in columns] for _ in rows]
+    tables = [Table(rows=rows, columns=columns, counts=tuple(map(tuple, counts)))]
+    for _ in range(draw(st.integers(1, 3))):
+        counts = [[v + draw(growth) for v in line] for line in counts]
+        tables.append(Table(rows=rows, columns=columns, counts=tuple(map(tuple, counts))))
+    return k, tables
+
+
+@settings(max_examples=200, deadline=None)
+@given(release_sequences())
+def test_no_suppressed_entry_is_recoverable_across_releases(case: tuple[int, list[Table]]) -> None:
+    k, tables = case
+    memory = SuppressionMemory()
+    published: list[Published] = []
+    for table in tables:
+        shown, memory = release(table, name="t", period="2025-03", memory=memory, k=k)
+        assert_safe(shown, table)  # each release alone
+        if published:
+            assert published[-1].suppressed <= shown.suppressed  # never unsuppressed
+        published.append(shown)
+    # differencing any two releases (consecutive or not) recovers nothing either
+    for i, earlier in enumerate(published):
+        for later in published[i + 1 :]:
+            diff = difference(earlier, later)
+            assert recoverable(diff) == frozenset()
+            assert bridges(diff.suppressed) == frozenset()
+    assert memory.suppressed("t", "2025-03") == published[-1].suppressed
+
+
+def test_known_gap_growth_bounds_can_pin_a_new_small_cell() -> None:
+    """Documented limit: the exact check covers the equations, not inequalities. Someone who
+    also assumes counts never fall between releases can bound (Z, C) from both releases."""
+    memory = SuppressionMemory()
+    first, memory = release(
+        grid("XYZ", "ABC", [[2, 8, 9], [6, 12, 7], [10, 11, 0]]),
+        name="t",
+        period="p",
+        memory=memory,
+    )
+    second, memory = release(
+        grid("XYZ", "ABC", [[2, 8, 9], [6, 12, 7], [10, 11, 3]]),
+        name="t",
+        period="p",
+        memory=memory,
+    )
+    assert second.cell("Z", "C") is SUPPRESSED
+    assert recoverable(second) == frozenset()  # no equation gives it away ...
+
+    def n(entry: object) -> int:
+        assert isinstance(entry, int)
+        return entry
+
+    # ... but with growth: (Z, A) >= 10 (published first), and in column A
+    # (X, A) + (Y, A) >= 8 (first release's column A minus its published (Z, A))
+    za_min = n(first.cell("Z", "A"))
+    xa_ya_min = n(first.column_total("A")) - n(first.cell("Z", "A"))
+    za_max = n(second.column_total("A")) - xa_ya_min
+    assert za_min == za_max == 10
+    row_z_hidden = n(second.row_total("Z")) - n(second.cell("Z", "B"))
+    assert row_z_hidden - za_max == 3  # (Z, C) pinned
