@@ -1,0 +1,348 @@
+"""The aggregator's ingest: a durable JetStream consumer of the region's events stream.
+
+    HX_<R>_EVENTS --(pull consumer "aggregator", ack explicit)--> verify every message
+        accepted -> accepted(partner, number, stream_seq, payload)       \\  one SQLite
+        rejected -> rejected(stream_seq, reason) + HX_<R>_QUARANTINE     /  transaction
+        position(stream_seq) of the last message processed               /  per batch
+    then the batch is acked.
+
+Every message is verified before it counts (envelope.open_message: region membership, key
+valid at the stream's timestamp, signature, signer = partner of the subject, schema). A
+message is identified for ever by (partner, number): `accepted` has that primary key, so a
+duplicate published after the stream's duplicate window changes nothing; a *different*
+payload under a number already accepted is rejected ("conflict").
+
+Crash safety: the accepted rows, the rejected rows and the new position are committed in one
+transaction, and only then are the messages acked. A crash before the commit loses nothing
+(the messages are redelivered); a crash after it counts nothing twice (redelivered messages
+at or below the stored position are skipped, and the primary key holds anyway). Quarantine
+copies are published before the commit with a message id derived from the source stream
+sequence, so a republish after a crash is deduplicated by the quarantine stream.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+
+from handsoff.federation import envelope, shared, subjects
+from handsoff.federation.errors import EnvelopeRejected
+from handsoff.federation.region import RegionDocument
+from handsoff.services.aggregator.indicators import Ledger
+
+CONSUMER: Final = "aggregator"
+REJECT_REASON: Final = "Hx-Reject-Reason"
+ORIGINAL_SUBJECT: Final = "Hx-Original-Subject"
+ORIGINAL_MSG_ID: Final = "Hx-Original-Msg-Id"
+ORIGINAL_SEQ: Final = "Hx-Original-Seq"
+QUARANTINE_DUPLICATE_WINDOW_S: Final = 120.0
+
+# --- names ---------------------------------------------------------------------------------
+# These belong in handsoff.federation.subjects (the pinned wire format, with the nats-server
+# permissions in natsconf.py); they are built here until that module grows them.
+
+
+def quarantine_stream(region: str) -> str:
+    return f"HX_{subjects.token(region).upper().replace('-', '_')}_QUARANTINE"
+
+
+def all_quarantine(region: str) -> str:
+    return f"{subjects.PREFIX}.{subjects.token(region)}.quarantine.>"
+
+
+_REASON = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def quarantine_subject(region: str, reason: str) -> str:
+    token = reason if _REASON.fullmatch(reason) else "other"
+    return f"{subjects.PREFIX}.{subjects.token(region)}.quarantine.{token}"
+
+
+def quarantine_config(region: str, *, replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=quarantine_stream(region),
+        description=f"handsoff region {region}: rejected messages and why",
+        subjects=[all_quarantine(region)],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        deny_delete=True,
+        deny_purge=True,
+        allow_rollup_hdrs=False,
+        duplicate_window=QUARANTINE_DUPLICATE_WINDOW_S,
+    )
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    stream_seq: int
+    partner: str
+    number: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Rejected:
+    stream_seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one batch of messages established, up to and including stream seq `position`."""
+
+    position: int
+    accepted: Sequence[Accepted] = ()
+    rejected: Sequence[Rejected] = ()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accepted (
+    partner TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    stream_seq INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (partner, number)
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    stream_seq INTEGER PRIMARY KEY,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS position (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    stream_seq INTEGER NOT NULL
+);
+"""
+
+
+class IngestStore:
+    """The aggregator's figures and position: one SQLite file (WAL, synchronous=FULL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def position(self) -> int:
+        row = self._db.execute("SELECT stream_seq FROM position WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def payload_of(self, partner: str, number: int) -> bytes | None:
+        row = self._db.execute(
+            "SELECT payload FROM accepted WHERE partner = ? AND number = ?", (partner, number)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def record(self, batch: Batch) -> None:
+        """Accepted rows, rejected rows and the position in one transaction. A (partner,
+        number) already accepted, or a stream seq already rejected, changes nothing; the
+        position never moves back."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO accepted (partner, number, stream_seq, payload) "
+                "VALUES (?, ?, ?, ?)",
+                [(a.partner, a.number, a.stream_seq, a.payload) for a in batch.accepted],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO rejected (stream_seq, reason) VALUES (?, ?)",
+                [(r.stream_seq, r.reason) for r in batch.rejected],
+            )
+            db.execute(
+                "INSERT INTO position (id, stream_seq) VALUES (1, ?) ON CONFLICT (id) "
+                "DO UPDATE SET stream_seq = max(stream_seq, excluded.stream_seq)",
+                (batch.position,),
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def accepted_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM accepted").fetchone()[0])
+
+    def ledger(self) -> Ledger:
+        """The ledger of every accepted message (decoded again from the stored payloads)."""
+        ledger = Ledger()
+        rows = self._db.execute("SELECT partner, number, payload FROM accepted ORDER BY stream_seq")
+        for partner, number, payload in rows:
+            ledger.add(partner, number, shared.decode(payload))
+        return ledger
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT reason, count(*) FROM rejected GROUP BY reason")
+        return {str(reason): int(n) for reason, n in rows}
+
+
+# --- the consumer ---------------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    """What `run_once` / `drain` did (skipped: redelivered at or below the position)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+
+    def add(self, other: IngestResult) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected.update(other.rejected)
+        self.skipped += other.skipped
+
+    @property
+    def messages(self) -> int:
+        return self.accepted + self.duplicates + sum(self.rejected.values()) + self.skipped
+
+
+class Ingest:
+    """Verifies and records the region's events through the durable consumer "aggregator"."""
+
+    def __init__(
+        self,
+        region: RegionDocument,
+        store: IngestStore,
+        js: JetStreamContext,
+        *,
+        batch: int = 256,
+        fetch_timeout: float = 1.0,
+        ack_wait: float = 30.0,
+    ) -> None:
+        self.region = region
+        self.store = store
+        self.js = js
+        self.batch = batch
+        self.fetch_timeout = fetch_timeout
+        self.ack_wait = ack_wait
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def start(self) -> None:
+        name = quarantine_stream(self.region.region)
+        try:
+            await self.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(quarantine_config(self.region.region))
+        self._sub = await self.js.pull_subscribe(
+            subjects.all_events(self.region.region),
+            durable=CONSUMER,
+            stream=subjects.events_stream(self.region.region),
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self.ack_wait,
+            ),
+        )
+
+    async def stop(self) -> None:
+        """Stops pulling; the durable consumer (and its position on the server) stays."""
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def run_once(self) -> IngestResult:
+        """Fetches one batch (waiting up to fetch_timeout) and processes it."""
+        if self._sub is None:
+            raise RuntimeError("Ingest.start() first")
+        try:
+            msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout)
+        except nats.errors.TimeoutError:
+            return IngestResult()
+        return await self.process(msgs)
+
+    async def drain(self) -> IngestResult:
+        """Processes batches until a fetch returns nothing."""
+        total = IngestResult()
+        while True:
+            result = await self.run_once()
+            if result.messages == 0:
+                return total
+            total.add(result)
+
+    async def process(self, msgs: Sequence[Msg]) -> IngestResult:
+        result = IngestResult()
+        position = self.store.position()
+        new_position = position
+        accepted: list[Accepted] = []
+        in_batch: dict[tuple[str, int], bytes] = {}
+        rejected: list[Rejected] = []
+        for m in msgs:
+            seq = m.metadata.sequence.stream
+            if seq <= position:
+                result.skipped += 1
+                continue
+            new_position = max(new_position, seq)
+            try:
+                opened = envelope.open_message(
+                    self.region, m.subject, m.headers, m.data, m.metadata.timestamp, shared.decode
+                )
+                key = (opened.partner, opened.number)
+                held = in_batch.get(key)
+                if held is None:
+                    held = self.store.payload_of(*key)
+                if held is not None and held != m.data:
+                    raise EnvelopeRejected(
+                        "conflict", f"{opened.msg_id}: differs from the message accepted"
+                    )
+            except EnvelopeRejected as e:
+                await self._quarantine(m, seq, e.reason)
+                rejected.append(Rejected(seq, e.reason))
+                result.rejected[e.reason] += 1
+                continue
+            if held is not None:
+                result.duplicates += 1
+                continue
+            in_batch[key] = m.data
+            accepted.append(Accepted(seq, opened.partner, opened.number, m.data))
+            result.accepted += 1
+        if new_position > position:
+            self.store.record(Batch(new_position, accepted, rejected))
+        await self._ack(msgs)
+        return result
+
+    async def _quarantine(self, m: Msg, seq: int, reason: str) -> None:
+        # Nats-* headers of the original (its message id, any expectation) are not copied:
+        # they would deduplicate or refuse the quarantine copy.
+        headers = {k: v for k, v in (m.headers or {}).items() if not k.startswith("Nats-")}
+        headers.update(
+            {
+                REJECT_REASON: reason,
+                ORIGINAL_SUBJECT: m.subject,
+                ORIGINAL_SEQ: str(seq),
+                envelope.MSG_ID: f"quarantine:{seq}",
+            }
+        )
+        original_id = (m.headers or {}).get(envelope.MSG_ID)
+        if original_id is not None:
+            headers[ORIGINAL_MSG_ID] = original_id
+        await self.js.publish(
+            quarantine_subject(self.region.region, reason),
+            m.data,
+            headers=headers,
+            stream=quarantine_stream(self.region.region),
+        )
+
+    async def _ack(self, msgs: Iterable[Msg]) -> None:
+        for m in msgs:
+            await m.ack()
