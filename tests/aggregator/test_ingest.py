@@ -42,6 +42,7 @@ from handsoff.services.aggregator.ingest import (
     Accepted,
     Batch,
     Ingest,
+    IngestResult,
     IngestStore,
     Rejected,
     quarantine_stream,
@@ -353,8 +354,12 @@ async def test_a_crash_between_commit_and_ack_and_restarts_count_nothing_twice(
     try:
         ingest = Ingest(world.region, store, world.js, fetch_timeout=0.3, ack_wait=1.0)
         await ingest.start()
-        await asyncio.sleep(1.2)  # the unacked batch comes back after ack_wait
-        result = await ingest.drain()
+        # The unacked batch comes back once ack_wait has passed: drain until it has.
+        result = IngestResult()
+        deadline = asyncio.get_running_loop().time() + 15
+        while result.skipped < 10:
+            assert asyncio.get_running_loop().time() < deadline, "no redelivery"
+            result.add(await ingest.drain())
         assert (result.skipped, result.accepted, sum(result.rejected.values())) == (10, 0, 0)
         assert same(figures(store), committed)
         assert store.rejected_by_reason() == {"unknown_key": 1}
