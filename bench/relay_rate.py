@@ -54,7 +54,7 @@ from handsoff.federation.shared import encode, kind_of
 from handsoff.services.natsserver import EmbeddedNats
 from handsoff.services.node.chain import ChainFollower
 from handsoff.services.node.node import Node
-from handsoff.services.node.outbox import CaseLogSource, TrackedPosition
+from handsoff.services.node.outbox import LogSource, TrackedPosition
 from handsoff.services.node.persistence import store_env
 from handsoff.services.node.store import Recorded
 
@@ -98,7 +98,7 @@ def fill(directory: Path, cases: int) -> Node:
 
 
 def read_all(node: Node) -> list[Change]:
-    return list(CaseLogSource(node.cases).changes_after(0, 10_000_000))
+    return list(LogSource(node.cases).changes_after(0, 10_000_000))
 
 
 def policy_of(node: Node) -> SharePolicy:
@@ -189,7 +189,7 @@ async def relay_run(nc: Client, node: Node, workdir: Path, n: int, expected: int
         RelaySettings(region=REGION, partner=CONFIG.partner, interval=0.0),
         signer=lambda: node.signer,
         policy=policy_of(node),
-        source=CaseLogSource(node.cases),
+        source=LogSource(node.cases),
         store=position,
     )
     stop = asyncio.Event()
@@ -266,7 +266,7 @@ def parts(node: Node, batch: int) -> Parts:
     """The steps of Relay.next_batch timed apart, over the whole log, without NATS."""
 
     def read_pages(signatures: bool = True) -> list[Change]:
-        source, after = CaseLogSource(node.cases), 0
+        source, after = LogSource(node.cases), 0
         if not signatures:  # breakdown only: what re-verifying the node's own log costs
             keyring = node.cases.sealing.keyring
             source._follower = ChainFollower(node.cases.name, keyring, verify_signatures=False)

@@ -17,7 +17,7 @@ from handsoff.federation.pseudonyms import Pseudonymiser
 from handsoff.federation.region import RegionDocument
 from handsoff.federation.shared import decode, encode
 from handsoff.services.node.node import Node
-from handsoff.services.node.outbox import CaseLogSource
+from handsoff.services.node.outbox import LogSource
 from handsoff.services.simulate import StoryTeller
 
 
@@ -33,7 +33,7 @@ def expected_messages(node: Node) -> list[tuple[str, bytes]]:
     """(msg id, payload) the share policy makes from the whole log, computed independently."""
     policy = SharePolicy(node.config.partner, Pseudonymiser(node.pseudonym_key))
     out = []
-    for c in CaseLogSource(node.cases).changes_after(0, 1_000_000):
+    for c in LogSource(node.cases).changes_after(0, 1_000_000):
         for shared in policy.process(c.case_id, c.change):
             out.append((f"{node.config.partner}:{len(out) + 1}", encode(shared)))
     return out
@@ -45,13 +45,22 @@ async def read_stream(url: str, region: RegionDocument) -> list[Any]:
         js = nc.jetstream()
         info = await js.stream_info(subjects.events_stream(region.region))
         total = info.state.messages
-        sub = await js.subscribe(subjects.all_events(region.region), ordered_consumer=True,
-                                 deliver_policy=DeliverPolicy.ALL)
+        sub = await js.subscribe(
+            subjects.all_events(region.region),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
         opened = []
         for _ in range(total):
             m = await sub.next_msg(timeout=5)
-            opened.append((open_message(region, m.subject, m.headers, m.data,
-                                        m.metadata.timestamp, decode), m.data))
+            opened.append(
+                (
+                    open_message(
+                        region, m.subject, m.headers, m.data, m.metadata.timestamp, decode
+                    ),
+                    m.data,
+                )
+            )
         await sub.unsubscribe()
         return opened
     finally:

@@ -246,25 +246,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from handsoff.events import CaseClosed, ConsentCorrected, Country
-    from handsoff.services.api.app import STEPS
-    from handsoff.services.client import NodeClient
+    from handsoff.events import Country
+    from handsoff.services.client import NodeClient, record_story
     from handsoff.services.simulate import StoryTeller
 
     token = os.environ.get(args.token_env)
     if not token:
         raise CliError(f"set {args.token_env} to a paralegal's or supervisor's API token")
     client = NodeClient(args.url, token)
-    step_of = {s.change: s.path for s in STEPS}
     start = datetime.now(UTC) - timedelta(days=365)
     teller = StoryTeller(args.seed, Country(args.country), start)
     recorded = 0
     for story in teller.stories(args.incidents):
-        case_id, version = client.report(story.incident)
-        for change in story.changes:
-            if isinstance(change, CaseClosed | ConsentCorrected) and not args.supervisor:
-                continue  # a paralegal's token may not close cases
-            version = client.record(case_id, version, step_of[type(change)], change)
+        record_story(client, story, client if args.supervisor else None)
         recorded += 1
     _out(f"recorded {recorded} synthetic incidents at {args.url}")
     return 0

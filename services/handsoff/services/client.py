@@ -9,8 +9,9 @@ from uuid import UUID
 
 import msgspec
 
-from handsoff.events import CaseChange, IncidentReported
+from handsoff.events import CaseChange, CaseClosed, ConsentCorrected, IncidentReported
 from handsoff.services.errors import ServiceError
+from handsoff.services.simulate import Story
 
 
 class ApiError(ServiceError):
@@ -65,3 +66,22 @@ class NodeClient:
 
     def get(self, path: str) -> Any:
         return msgspec.json.decode(self.request("GET", path))
+
+
+def record_story(paralegal: NodeClient, story: Story, supervisor: NodeClient | None) -> int:
+    """Records one synthetic story as a paralegal's tool would; steps only a supervisor may
+    record (closing, consent corrections) are skipped without a supervisor's client.
+    Returns the number of changes recorded."""
+    from handsoff.services.api.app import STEPS  # the path of each step
+
+    step_of = {s.change: s.path for s in STEPS}
+    case_id, version = paralegal.report(story.incident)
+    recorded = 1
+    for change in story.changes:
+        supervised = isinstance(change, CaseClosed | ConsentCorrected)
+        if supervised and supervisor is None:
+            continue
+        client = supervisor if supervised and supervisor is not None else paralegal
+        version = client.record(case_id, version, step_of[type(change)], change)
+        recorded += 1
+    return recorded

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import uvicorn
 
-from handsoff.events import CaseClosed, ConsentCorrected, Country
+from handsoff.events import Country
 from handsoff.keys import KdfStrength
 from handsoff.services.api import create_app
-from handsoff.services.api.app import STEPS
-from handsoff.services.client import NodeClient
+from handsoff.services.client import NodeClient, record_story
 from handsoff.services.figures import headline, render
 from handsoff.services.natsserver import free_port
 from handsoff.services.node.admin import Role
@@ -32,9 +31,6 @@ from handsoff.services.node.config import NodeConfig
 from handsoff.services.node.node import Node
 from handsoff.services.node.verify import VerificationReport
 from handsoff.services.simulate import StoryTeller
-
-STEP_OF = {s.change: s.path for s in STEPS}
-SUPERVISOR_ONLY = (CaseClosed, ConsentCorrected)
 
 
 @dataclass(frozen=True)
@@ -94,11 +90,7 @@ def feed(url: str, tokens: dict[Role, str], teller: StoryTeller, n: int) -> int:
     progress = Progress(n, "recording cases")
     changes = 0
     for i, story in enumerate(teller.stories(n), 1):
-        case_id, version = paralegal.report(story.incident)
-        for change in story.changes:
-            client = supervisor if isinstance(change, SUPERVISOR_ONLY) else paralegal
-            version = client.record(case_id, version, STEP_OF[type(change)], change)
-        changes += 1 + len(story.changes)
+        changes += record_story(paralegal, story, supervisor)
         progress.update(i)
     return changes
 

@@ -266,7 +266,7 @@ def create_app(node: Node, link: NodeLink | None = None) -> FastAPI:
             status, country, district, violence_type, perpetrator, reported_from, reported_to
         )
         total, page = await run_in_threadpool(node.cases.list_cases, keep, offset, limit)
-        return _json(views.CaseList(total, offset, limit, [views.summary(s) for s in page]))
+        return _json(views.CaseList(total, offset, limit, [views.case_view(s) for s in page]))
 
     @app.get(
         "/cases/{case_id}",

@@ -105,9 +105,6 @@ def case_view(s: CaseState) -> CaseView:
     )
 
 
-summary = case_view
-
-
 def detail(state: CaseState, history: list[Recorded]) -> CaseDetail:
     entries = [
         HistoryEntry(r.originator_version, r.recorded_at, r.recorded_by, cast(CaseChange, r.change))

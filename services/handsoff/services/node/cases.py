@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 import msgspec
 from eventsourcing.persistence import Notification
 
-from handsoff.events import CaseChange, CaseState, IncidentReported, apply, check, fold
+from handsoff.events import CaseChange, CaseState, IncidentReported, apply, check
 from handsoff.events import change_type_of as _change_type_of
 from handsoff.events import topic_of as _topic_of
 from handsoff.services.node.chain import ChainFollower
@@ -67,10 +67,7 @@ class CaseLog(IndexedLog[CaseState]):
 
     def history(self, case_id: UUID) -> tuple[CaseState, list[Recorded]]:
         """A case read afresh from the store, every signature and link checked."""
-        events = list(self.sealed_events.get(case_id))
-        if not events:
-            raise CaseNotFound(case_id)
-        return fold(case_id, [e.change for e in events]), events  # type: ignore[misc]
+        return self.history_of(case_id)
 
     def list_cases(
         self, keep: Callable[[CaseState], bool], offset: int, limit: int

@@ -25,7 +25,7 @@ from handsoff.federation.relay import Relay, RelaySettings
 from handsoff.services.errors import ConfigError
 from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.node import Node
-from handsoff.services.node.outbox import CaseLogSource, TrackedPosition
+from handsoff.services.node.outbox import LogSource, TrackedPosition
 from handsoff.services.node.persistence import store_env
 from handsoff.services.node.referral_link import ReferralLink
 
@@ -84,7 +84,7 @@ class NodeLink:
             ),
             signer=lambda: node.signer,
             policy=SharePolicy(node.config.partner, Pseudonymiser(node.pseudonym_key)),
-            source=CaseLogSource(node.cases),
+            source=LogSource(node.cases),
             store=self.position,
         )
         self.referrals = ReferralLink(node, self.region)

@@ -74,6 +74,3 @@ class TrackedPosition:
         datastore = getattr(self.recorder, "datastore", None)
         if datastore is not None:
             datastore.close()
-
-
-CaseLogSource = LogSource  # the relay reads the case log

@@ -54,7 +54,7 @@ from handsoff.federation.referrals import (
     sealed_message,
 )
 from handsoff.federation.region import RegionDocument
-from handsoff.federation.relay import Position
+from handsoff.federation.relay import Change, Position
 from handsoff.services.node.errors import NodeError
 from handsoff.services.node.node import Node
 from handsoff.services.node.outbox import LogSource, TrackedPosition
@@ -94,10 +94,7 @@ class ReferralLink:
         """(notification id, receiver, package) for referrals to partners after `after`."""
         out: list[tuple[int, str, Any]] = []
         for c in source.changes_after(after, 200):
-            state = self._cases.get(c.case_id)
-            if isinstance(c.change, IncidentReported):
-                self._incidents[c.case_id] = c.change
-            self._cases[c.case_id] = apply(state, c.case_id, c.change)
+            state = self._follow(c)
             if isinstance(c.change, ReferralMade) and c.change.to_partner and state is not None:
                 token = self.tokens.make(c.case_id.bytes, c.change.referral_id)
                 package = package_for(self._incidents[c.case_id], c.change, state, token)
@@ -105,6 +102,14 @@ class ReferralLink:
             else:
                 out.append((c.notification_id, "", None))
         return out
+
+    def _follow(self, c: Change) -> CaseState | None:
+        """Folds one case change in; returns the case's state before it."""
+        state = self._cases.get(c.case_id)
+        if isinstance(c.change, IncidentReported):
+            self._incidents[c.case_id] = c.change
+        self._cases[c.case_id] = apply(state, c.case_id, c.change)
+        return state
 
     def pending_replies(self, source: LogSource, after: int) -> list[tuple[int, str, Any]]:
         """(notification id, sender to answer, reply) for answers given after `after`."""
@@ -145,9 +150,7 @@ class ReferralLink:
             if not page:
                 break
             for c in page:
-                if isinstance(c.change, IncidentReported):
-                    self._incidents[c.case_id] = c.change
-                self._cases[c.case_id] = apply(self._cases.get(c.case_id), c.case_id, c.change)
+                self._follow(c)
             cursor = page[-1].notification_id
 
     async def _send(

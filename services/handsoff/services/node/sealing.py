@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 from uuid import UUID
 
-from handsoff.keys import KEY_ID_LEN, SigningKey, kid_hex
+from handsoff.keys import KEY_ID_LEN, SigningKey
 from handsoff.services.node.errors import TamperedEvent
 
 FORMAT_V1 = b"\x01"
@@ -73,7 +73,3 @@ def unseal(state: bytes, where: str | Callable[[], str]) -> Seal:
     prev = state[1 + KEY_ID_LEN : 1 + KEY_ID_LEN + LINK_LEN]
     signature = state[1 + KEY_ID_LEN + LINK_LEN : _HEADER_LEN]
     return Seal(kid, prev, signature, state[_HEADER_LEN:])
-
-
-def describe_kid(kid: bytes) -> str:
-    return kid_hex(kid)

@@ -288,18 +288,4 @@ class SealedApplication(Application[UUID]):
             return self.save(*events)
 
 
-def verify_application_log(app: SealedApplication) -> ChainFollower:
-    """Walks the whole log from the start with a fresh follower; raises TamperedEvent."""
-    follower = ChainFollower(app.name, app.sealing.keyring)
-    position = 0
-    while True:
-        page = app.recorder.select_notifications(
-            start=position, limit=PAGE, inclusive_of_start=False
-        )
-        if not page:
-            return follower
-        follower.check_all(page)
-        position = page[-1].id
-
-
 __all__ = ["Recorded", "SealedApplication", "TamperedEvent", "TopicRegistry"]
