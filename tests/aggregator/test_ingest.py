@@ -45,7 +45,6 @@ from handsoff.services.aggregator.ingest import (
     IngestResult,
     IngestStore,
     Rejected,
-    quarantine_stream,
 )
 from handsoff.services.natsserver import EmbeddedNats
 
@@ -110,8 +109,7 @@ def make_region(partners: list[str]) -> tuple[RegionDocument, dict[str, SigningK
         aggregator=Aggregator("aggregator", SigningKey.generate().public_key),
     )
     for p, k in keys.items():
-        doc = doc.add_partner(p, f"Partner {p}", "BW", k.public_key, valid_from=now,
-                              issued_at=now)
+        doc = doc.add_partner(p, f"Partner {p}", "BW", k.public_key, valid_from=now, issued_at=now)
     return doc, keys
 
 
@@ -131,35 +129,53 @@ def pseudonym(name: str) -> str:
 
 def incident(partner: str, case: str, month: str = "2026-03") -> SharedIncident:
     types = [V.PHYSICAL_ASSAULT, V.EXTORTION_OR_BRIBERY]
-    return validated(SharedIncident(  # type: ignore[return-value]
-        partner=partner, case=pseudonym(f"{partner}/{case}"), country=Country.BW, month=month,
-        violence_types=types, gbvims_type=core_type(types),
-        perpetrators=[P.POLICE_OR_LAW_ENFORCEMENT]))
+    return validated(
+        SharedIncident(  # type: ignore[return-value]
+            partner=partner,
+            case=pseudonym(f"{partner}/{case}"),
+            country=Country.BW,
+            month=month,
+            violence_types=types,
+            gbvims_type=core_type(types),
+            perpetrators=[P.POLICE_OR_LAW_ENFORCEMENT],
+        )
+    )
 
 
 def response(partner: str, case: str, hours: int, month: str = "2026-03") -> SharedFirstResponse:
-    return validated(SharedFirstResponse(  # type: ignore[return-value]
-        partner=partner, case=pseudonym(f"{partner}/{case}"), country=Country.BW, month=month,
-        hours_to_first_response=hours))
+    return validated(
+        SharedFirstResponse(  # type: ignore[return-value]
+            partner=partner,
+            case=pseudonym(f"{partner}/{case}"),
+            country=Country.BW,
+            month=month,
+            hours_to_first_response=hours,
+        )
+    )
 
 
 def retraction(partner: str, case: str) -> SharedRetraction:
-    return validated(SharedRetraction(  # type: ignore[return-value]
-        partner=partner, case=pseudonym(f"{partner}/{case}")))
+    return validated(
+        SharedRetraction(  # type: ignore[return-value]
+            partner=partner, case=pseudonym(f"{partner}/{case}")
+        )
+    )
 
 
 async def verified_stream(world: World) -> tuple[Indicators, int]:
     """Figures computed independently from the whole stream read back (rejects dropped),
     and the number of messages that did not verify."""
     info = await world.js.stream_info(subjects.events_stream(REGION))
-    sub = await world.js.subscribe(subjects.all_events(REGION), ordered_consumer=True,
-                                   deliver_policy=DeliverPolicy.ALL)
+    sub = await world.js.subscribe(
+        subjects.all_events(REGION), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
     good, bad = [], 0
     for _ in range(info.state.messages):
         m = await sub.next_msg(timeout=5)
         try:
-            o = open_message(world.region, m.subject, m.headers, m.data, m.metadata.timestamp,
-                             decode)
+            o = open_message(
+                world.region, m.subject, m.headers, m.data, m.metadata.timestamp, decode
+            )
         except EnvelopeRejected:
             bad += 1
         else:
@@ -170,9 +186,10 @@ async def verified_stream(world: World) -> tuple[Indicators, int]:
 
 async def quarantined(world: World) -> dict[str, int]:
     """Quarantine stream contents by their Hx-Reject-Reason header."""
-    info = await world.js.stream_info(quarantine_stream(REGION))
-    sub = await world.js.subscribe(f"hx.{REGION}.quarantine.>", ordered_consumer=True,
-                                   deliver_policy=DeliverPolicy.ALL)
+    info = await world.js.stream_info(subjects.quarantine_stream(REGION))
+    sub = await world.js.subscribe(
+        f"hx.{REGION}.quarantine.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
     out: dict[str, int] = {}
     for _ in range(info.state.messages):
         m = await sub.next_msg(timeout=5)
@@ -199,8 +216,13 @@ def test_store_records_in_one_transaction_and_is_idempotent(tmp_path: Path) -> N
     store = IngestStore(tmp_path / "ingest.sqlite")
     try:
         payload = encode(incident("p1", "a"))
-        store.record(Batch(3, [Accepted(1, "p1", 1, payload)], [Rejected(2, "bad_signature"),
-                                                                  Rejected(3, "schema")]))
+        store.record(
+            Batch(
+                3,
+                [Accepted(1, "p1", 1, payload)],
+                [Rejected(2, "bad_signature"), Rejected(3, "schema")],
+            )
+        )
         # The same (partner, number) again, under another payload: changes nothing, for ever.
         store.record(Batch(4, [Accepted(4, "p1", 1, encode(incident("p1", "b")))]))
         assert store.payload_of("p1", 1) == payload
@@ -210,8 +232,13 @@ def test_store_records_in_one_transaction_and_is_idempotent(tmp_path: Path) -> N
         assert store.rejected_by_reason() == {"bad_signature": 1, "schema": 1}
         # A failing batch leaves nothing behind.
         with pytest.raises(sqlite3.IntegrityError):  # position NOT NULL, after the rows
-            store.record(Batch(None, [Accepted(5, "p2", 1, payload)],  # type: ignore[arg-type]
-                               [Rejected(6, "schema")]))
+            store.record(
+                Batch(
+                    None,
+                    [Accepted(5, "p2", 1, payload)],  # type: ignore[arg-type]
+                    [Rejected(6, "schema")],
+                )
+            )
         assert store.position() == 4
         assert store.payload_of("p2", 1) is None
         assert store.rejected_by_reason() == {"bad_signature": 1, "schema": 1}
@@ -230,7 +257,8 @@ def test_store_records_in_one_transaction_and_is_idempotent(tmp_path: Path) -> N
 
 
 async def test_figures_equal_the_verified_stream_and_rejects_are_quarantined(
-        tmp_path: Path, world: World) -> None:
+    tmp_path: Path, world: World
+) -> None:
     await ensure_streams(world.js, REGION)
     for i in range(5):
         await world.send("p1", incident("p1", f"c{i}"))
@@ -247,8 +275,13 @@ async def test_figures_equal_the_verified_stream_and_rejects_are_quarantined(
     await world.send("p9", incident("p9", "x"), signer=outsider)
     # Signed by p1, payload altered on the way.
     subject = subjects.events(REGION, "p1", "incident")
-    sealed = seal_headers(world.keys["p1"], subject, message_id("p1", 11),
-                          encode(incident("p1", "real")), world.region.version)
+    sealed = seal_headers(
+        world.keys["p1"],
+        subject,
+        message_id("p1", 11),
+        encode(incident("p1", "real")),
+        world.region.version,
+    )
     await world.js.publish(subject, encode(incident("p1", "altered")), headers=sealed)
     # No envelope at all.
     await world.js.publish(subjects.events(REGION, "p1", "incident"), b"{}")
@@ -267,8 +300,12 @@ async def test_figures_equal_the_verified_stream_and_rejects_are_quarantined(
         assert figures(store).value("incidents", "2026-03", "BW") == 5
         assert figures(store).value("incidents", "2026-04", "BW") == 2  # d1 retracted
         reasons = store.rejected_by_reason()
-        assert reasons == {"unknown_key": 2, "unknown_partner": 1, "malformed": 1,
-                           "bad_signature": 1}
+        assert reasons == {
+            "unknown_key": 2,
+            "unknown_partner": 1,
+            "malformed": 1,
+            "bad_signature": 1,
+        }
         assert await quarantined(world) == reasons
         assert store.position() == 19
     finally:
@@ -276,18 +313,25 @@ async def test_figures_equal_the_verified_stream_and_rejects_are_quarantined(
 
 
 async def test_duplicates_beyond_the_window_and_out_of_order_steps(
-        tmp_path: Path, world: World) -> None:
-    events_config = next(c for c in stream_configs(REGION)
-                         if c.name == subjects.events_stream(REGION))
+    tmp_path: Path, world: World
+) -> None:
+    events_config = next(
+        c for c in stream_configs(REGION) if c.name == subjects.events_stream(REGION)
+    )
     await world.js.add_stream(dataclasses.replace(events_config, duplicate_window=0.5))
+    quarantine = next(
+        c for c in stream_configs(REGION) if c.name == subjects.quarantine_stream(REGION)
+    )
+    await world.js.add_stream(quarantine)
     store = IngestStore(tmp_path / "ingest.sqlite")
     try:
         ingest = Ingest(world.region, store, world.js, fetch_timeout=0.3)
         await ingest.start()
         first = incident("p1", "c1")
         subject = subjects.events(REGION, "p1", "incident")
-        headers = seal_headers(world.keys["p1"], subject, message_id("p1", 1), encode(first),
-                               world.region.version)
+        headers = seal_headers(
+            world.keys["p1"], subject, message_id("p1", 1), encode(first), world.region.version
+        )
         await world.js.publish(subject, encode(first), headers=headers)
         assert (await ingest.drain()).accepted == 1
         before = figures(store)
@@ -304,7 +348,10 @@ async def test_duplicates_beyond_the_window_and_out_of_order_steps(
         await world.send("p1", response("p1", "c2", hours=5), number=3)
         result = await ingest.drain()
         assert (result.accepted, result.duplicates, dict(result.rejected)) == (
-            1, 1, {"conflict": 1})
+            1,
+            1,
+            {"conflict": 1},
+        )
         assert same(figures(store), before)  # nothing counted twice, nothing early
         assert store.rejected_by_reason() == {"conflict": 1}
         assert await quarantined(world) == {"conflict": 1}
@@ -312,8 +359,13 @@ async def test_duplicates_beyond_the_window_and_out_of_order_steps(
         await world.send("p1", incident("p1", "c2"), number=2)
         assert (await ingest.drain()).accepted == 1
         await ingest.stop()
-        expected = compute_from([("p1", 1, first), ("p1", 2, incident("p1", "c2")),
-                                 ("p1", 3, response("p1", "c2", hours=5))])
+        expected = compute_from(
+            [
+                ("p1", 1, first),
+                ("p1", 2, incident("p1", "c2")),
+                ("p1", 3, response("p1", "c2", hours=5)),
+            ]
+        )
         assert same(figures(store), expected)
         assert expected.value("incidents", "2026-03", "BW") == 2
         assert store.accepted_count() == 3
@@ -323,7 +375,8 @@ async def test_duplicates_beyond_the_window_and_out_of_order_steps(
 
 
 async def test_a_crash_between_commit_and_ack_and_restarts_count_nothing_twice(
-        tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await ensure_streams(world.js, REGION)
     for i in range(3):
         await world.send("p1", incident("p1", f"c{i}"))
@@ -389,7 +442,8 @@ async def test_a_crash_between_commit_and_ack_and_restarts_count_nothing_twice(
 
 
 async def test_events_relayed_by_real_nodes_are_counted_as_the_stream_says(
-        tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
     from handsoff.services.node.config import FederationSettings
     from handsoff.services.node.link import NodeLink, join_region
     from relay_support import read_stream, record_stories
@@ -406,16 +460,18 @@ async def test_events_relayed_by_real_nodes_are_counted_as_the_stream_says(
             record_stories(node, seed, 12)
         js = nc.jetstream()
         await ensure_streams(js, REGION)
-        settings = FederationSettings(nats_url=nats_server.url, nats_user="ignored",
-                                      publish_interval=0)
+        settings = FederationSettings(
+            nats_url=nats_server.url, nats_user="ignored", publish_interval=0
+        )
         links = [NodeLink(n, settings) for n in nodes]
         try:
             for link in links:
                 await link.start()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 60
-            while not all(s.relay_lag == 0 and s.relay_position > 0
-                          for s in (link.status() for link in links)):
+            while not all(
+                s.relay_lag == 0 and s.relay_position > 0 for s in (link.status() for link in links)
+            ):
                 assert loop.time() < deadline, "relays did not catch up"
                 await asyncio.sleep(0.05)
         finally:

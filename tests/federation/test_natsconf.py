@@ -42,6 +42,8 @@ NATS_SERVER = Path(sys.executable).with_name("nats-server")
 EVENTS = subjects.events_stream(REGION)
 REFERRALS = subjects.referrals_stream(REGION)
 CHECKPOINTS = subjects.checkpoints_stream(REGION)
+AGGREGATES = subjects.aggregates_stream(REGION)
+QUARANTINE = subjects.quarantine_stream(REGION)
 TIMEOUT = 1.0  # a refused request shows up as a timeout: keep it short
 
 
@@ -168,10 +170,18 @@ def test_credentials_file(tmp_path: Path) -> None:
 
 def test_stream_configs() -> None:
     configs = {c.name: c for c in stream_configs(REGION)}
-    assert list(configs) == [EVENTS, REFERRALS, CHECKPOINTS]
+    assert list(configs) == [
+        EVENTS,
+        REFERRALS,
+        CHECKPOINTS,
+        AGGREGATES,
+        QUARANTINE,
+    ]
     assert configs[EVENTS].subjects == [subjects.all_events(REGION)]
     assert configs[REFERRALS].subjects == [subjects.all_referrals(REGION)]
     assert configs[CHECKPOINTS].subjects == ["hx.sadc.checkpoints.>"]
+    assert configs["HX_SADC_AGGREGATES"].subjects == ["hx.sadc.aggregates.>"]
+    assert configs["HX_SADC_QUARANTINE"].subjects == ["hx.sadc.quarantine.>"]
     for c in configs.values():
         assert c.storage == StorageType.FILE
         assert c.deny_delete
@@ -227,7 +237,7 @@ async def _create_streams(url: str, credentials: Credentials) -> None:
     nc = await nats.connect(url, user="operator", password=credentials.password("operator"))
     try:
         infos = await ensure_streams(nc.jetstream(), REGION)
-        assert [i.config.name for i in infos] == [EVENTS, REFERRALS, CHECKPOINTS]
+        assert [i.config.name for i in infos] == [EVENTS, REFERRALS, CHECKPOINTS, AGGREGATES, QUARANTINE]
     finally:
         await nc.close()
 
@@ -494,7 +504,7 @@ def test_cli_streams_updates_in_place(server: Server, capsys: pytest.CaptureFixt
     )
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert [line.split(":")[0] for line in out.splitlines()] == [EVENTS, REFERRALS, CHECKPOINTS]
+    assert [line.split(":")[0] for line in out.splitlines()] == [EVENTS, REFERRALS, CHECKPOINTS, AGGREGATES, QUARANTINE]
     code = main(
         [
             "region",

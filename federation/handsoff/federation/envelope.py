@@ -152,3 +152,23 @@ def open_message(
             "wrong_kind", f"{msg_id}: a {type(event).__name__} on subject kind {parts[-1]}"
         )
     return Opened(partner, msg_id, number, event)
+
+
+LEAF_DOMAIN = b"hx-envelope-leaf-v1\x00"
+
+
+def leaf(subject: str, headers: Mapping[str, str], payload: bytes) -> bytes:
+    """The Merkle leaf data of one envelope, as signed and sent (a wire format, pinned):
+
+        "hx-envelope-leaf-v1\\0" | u16 len | subject | u16 len | msg id | u16 len | kid
+        | u64 region version | 64-byte signature | payload
+
+    Node checkpoints and the aggregator's release commitments both hash envelopes this way,
+    so an auditor recomputes either from the stream alone."""
+    parts = [subject.encode(), headers[MSG_ID].encode(), headers[KID].encode()]
+    out = bytearray(LEAF_DOMAIN)
+    for p in parts:
+        out += struct.pack(">H", len(p)) + p
+    out += struct.pack(">Q", int(headers[REGION_VERSION]))
+    out += bytes.fromhex(headers[SIGNATURE])
+    return bytes(out) + payload

@@ -176,7 +176,13 @@ def partner_permissions(doc: RegionDocument, partner_id: str) -> tuple[list[str]
 def aggregator_permissions(doc: RegionDocument) -> tuple[list[str], list[str], list[str]]:
     """(publish allow, publish deny, subscribe allow) of the aggregator's NATS user."""
     region = doc.region
-    allow = ["$JS.API.>", "$JS.ACK.>", f"{aggregates_prefix(region)}>", "$KV.>"]
+    allow = [
+        "$JS.API.>",
+        "$JS.ACK.>",
+        f"{aggregates_prefix(region)}>",
+        subjects.all_quarantine(region),
+        f"$KV.{subjects.latest_bucket(region)}.>",
+    ]
     deny: list[str] = []
     for stream in _stream_names(region):
         deny += [f"$JS.API.STREAM.{op}.{stream}" for op in ("DELETE", "PURGE", "UPDATE")]
@@ -316,27 +322,33 @@ def _cluster(cluster: Cluster, password: str) -> str:
 # Streams
 
 
-def _all_checkpoints(region: str) -> str:
-    # subjects.py pins checkpoints(region, partner) but has no all_checkpoints(region).
-    return f"{subjects.PREFIX}.{subjects.token(region)}.checkpoints.>"
-
-
 def _stream_names(region: str) -> list[str]:
     return [
         subjects.events_stream(region),
         subjects.referrals_stream(region),
         subjects.checkpoints_stream(region),
+        subjects.aggregates_stream(region),
+        subjects.quarantine_stream(region),
     ]
 
 
 def stream_configs(region: str, *, replicas: int = 1) -> list[StreamConfig]:
-    """The region's streams: events, referrals, checkpoints. Append-only, deduplicating."""
+    """The region's streams: events, referrals, checkpoints, the aggregator's statements and
+    its quarantine. Append-only, deduplicating."""
     captured = [
         subjects.all_events(region),
         subjects.all_referrals(region),
-        _all_checkpoints(region),
+        subjects.all_checkpoints(region),
+        subjects.all_aggregates(region),
+        subjects.all_quarantine(region),
     ]
-    what = ["shared case events", "sealed referrals", "signed log checkpoints"]
+    what = [
+        "shared case events",
+        "sealed referrals",
+        "signed log checkpoints",
+        "signed aggregate statements",
+        "messages the aggregator rejected, with the reason",
+    ]
     return [
         StreamConfig(
             name=name,

@@ -7,6 +7,10 @@ a nats-server permission `hx.<region>.*.<partner>.>` is all a partner needs:
     hx.<region>.referrals.<partner>.<to_partner>  sealed referrals between partners
     hx.<region>.checkpoints.<partner>.log         signed log checkpoints (issue #6)
     hx.<region>.aggregates.<indicator>            the aggregator's releases (issue #4)
+    hx.<region>.quarantine.<reason>               messages the aggregator rejected, and why
+
+Streams (file storage, deny delete and purge): HX_<R>_EVENTS, _REFERRALS, _CHECKPOINTS,
+_AGGREGATES, _QUARANTINE; KeyValue bucket HX_<R>_LATEST (latest statement per indicator).
 """
 
 from __future__ import annotations
@@ -94,3 +98,38 @@ def relay_consumer(partner: str) -> str:
 
 def referrals_stream(region: str) -> str:
     return f"HX_{token(region).upper().replace('-', '_')}_REFERRALS"
+
+
+def all_checkpoints(region: str) -> str:
+    return f"{PREFIX}.{token(region)}.checkpoints.>"
+
+
+def all_aggregates(region: str) -> str:
+    return f"{PREFIX}.{token(region)}.aggregates.>"
+
+
+def aggregates_stream(region: str) -> str:
+    """Every signed aggregate statement ever published (the release history)."""
+    return f"HX_{token(region).upper().replace('-', '_')}_AGGREGATES"
+
+
+def latest_bucket(region: str) -> str:
+    """KeyValue bucket of the latest signed statement per indicator (key: indicator)."""
+    return f"HX_{token(region).upper().replace('-', '_')}_LATEST"
+
+
+_REASON = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def quarantine(region: str, reason: str) -> str:
+    """Where the aggregator files a rejected message, by reason code ("other" if odd)."""
+    reason = reason if _REASON.fullmatch(reason) else "other"
+    return f"{PREFIX}.{token(region)}.quarantine.{reason}"
+
+
+def all_quarantine(region: str) -> str:
+    return f"{PREFIX}.{token(region)}.quarantine.>"
+
+
+def quarantine_stream(region: str) -> str:
+    return f"HX_{token(region).upper().replace('-', '_')}_QUARANTINE"

@@ -22,7 +22,6 @@ sequence, so a republish after a crash is deduplicated by the quarantine stream.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -33,7 +32,7 @@ from typing import Final
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from handsoff.federation import envelope, shared, subjects
@@ -46,42 +45,6 @@ REJECT_REASON: Final = "Hx-Reject-Reason"
 ORIGINAL_SUBJECT: Final = "Hx-Original-Subject"
 ORIGINAL_MSG_ID: Final = "Hx-Original-Msg-Id"
 ORIGINAL_SEQ: Final = "Hx-Original-Seq"
-QUARANTINE_DUPLICATE_WINDOW_S: Final = 120.0
-
-# --- names ---------------------------------------------------------------------------------
-# These belong in handsoff.federation.subjects (the pinned wire format, with the nats-server
-# permissions in natsconf.py); they are built here until that module grows them.
-
-
-def quarantine_stream(region: str) -> str:
-    return f"HX_{subjects.token(region).upper().replace('-', '_')}_QUARANTINE"
-
-
-def all_quarantine(region: str) -> str:
-    return f"{subjects.PREFIX}.{subjects.token(region)}.quarantine.>"
-
-
-_REASON = re.compile(r"[a-z0-9_-]{1,32}")
-
-
-def quarantine_subject(region: str, reason: str) -> str:
-    token = reason if _REASON.fullmatch(reason) else "other"
-    return f"{subjects.PREFIX}.{subjects.token(region)}.quarantine.{token}"
-
-
-def quarantine_config(region: str, *, replicas: int = 1) -> StreamConfig:
-    return StreamConfig(
-        name=quarantine_stream(region),
-        description=f"handsoff region {region}: rejected messages and why",
-        subjects=[all_quarantine(region)],
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        deny_delete=True,
-        deny_purge=True,
-        allow_rollup_hdrs=False,
-        duplicate_window=QUARANTINE_DUPLICATE_WINDOW_S,
-    )
-
 
 # --- the store ------------------------------------------------------------------------------
 
@@ -239,11 +202,6 @@ class Ingest:
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
-        name = quarantine_stream(self.region.region)
-        try:
-            await self.js.stream_info(name)
-        except nats.js.errors.NotFoundError:
-            await self.js.add_stream(quarantine_config(self.region.region))
         self._sub = await self.js.pull_subscribe(
             subjects.all_events(self.region.region),
             durable=CONSUMER,
@@ -337,10 +295,10 @@ class Ingest:
         if original_id is not None:
             headers[ORIGINAL_MSG_ID] = original_id
         await self.js.publish(
-            quarantine_subject(self.region.region, reason),
+            subjects.quarantine(self.region.region, reason),
             m.data,
             headers=headers,
-            stream=quarantine_stream(self.region.region),
+            stream=subjects.quarantine_stream(self.region.region),
         )
 
     async def _ack(self, msgs: Iterable[Msg]) -> None:
