@@ -22,7 +22,9 @@ from handsoff.services.simulate import StoryTeller
 
 
 def record_stories(node: Node, seed: int, n: int) -> None:
-    teller = StoryTeller(seed, Country.BW, datetime.now(UTC) - timedelta(days=200))
+    teller = StoryTeller(
+        seed, Country(node.config.country), datetime.now(UTC) - timedelta(days=200)
+    )
     for story in teller.stories(n):
         state = node.cases.report_incident(story.incident, "pat")
         for change in story.changes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from handsoff.events import (
     AgeBand,
@@ -42,9 +43,12 @@ def incident(marker: str = "", **overrides: object) -> IncidentReported:
     return IncidentReported(**fields)  # type: ignore[arg-type]
 
 
-def make_node(directory: Path, partner: str = "sisonke-bw") -> Node:
+def make_node(directory: Path, partner: str = "sisonke-bw", country: str = "BW") -> Node:
     return Node.init(
-        directory, NodeConfig(partner=partner, country="BW"), PASSPHRASE, KdfStrength.INTERACTIVE
+        directory,
+        NodeConfig(partner=partner, country=country),
+        PASSPHRASE,
+        KdfStrength.INTERACTIVE,
     )
 
 
@@ -54,7 +58,9 @@ def make_node(directory: Path, partner: str = "sisonke-bw") -> Node:
 class RegionKit:
     """A signed region of the given nodes, with its coordinators' and aggregator's keys."""
 
-    def __init__(self, nodes: list[Node], region: str = "sadc", threshold: int = 2) -> None:
+    def __init__(
+        self, nodes: list[Node], region: str = "sadc", threshold: int = 2, aggregator: Any = None
+    ) -> None:
         from handsoff.federation.region import (
             Aggregator,
             Coordinator,
@@ -66,17 +72,28 @@ class RegionKit:
 
         now = datetime.now(UTC) - timedelta(minutes=1)
         self.coordinators = {f"c{i}": SigningKey.generate() for i in range(1, 4)}
-        self.aggregator = SigningKey.generate()
+        self.aggregator = aggregator or SigningKey.generate()
         doc = RegionDocument(
-            region=region, version=1, issued_at=now, expires_at=now + timedelta(days=30),
+            region=region,
+            version=1,
+            issued_at=now,
+            expires_at=now + timedelta(days=30),
             threshold=threshold,
-            coordinators=[Coordinator(cid, f"Coordinator {cid}", k.public_key)
-                          for cid, k in self.coordinators.items()],
-            aggregator=Aggregator("aggregator", self.aggregator.public_key))
+            coordinators=[
+                Coordinator(cid, f"Coordinator {cid}", k.public_key)
+                for cid, k in self.coordinators.items()
+            ],
+            aggregator=Aggregator("aggregator", self.aggregator.public_key),
+        )
         for n in nodes:
-            doc = doc.add_partner(n.config.partner, f"Partner {n.config.partner}",
-                                  n.config.country, n.signer.public_key,
-                                  valid_from=now, issued_at=now)
+            doc = doc.add_partner(
+                n.config.partner,
+                f"Partner {n.config.partner}",
+                n.config.country,
+                n.signer.public_key,
+                valid_from=now,
+                issued_at=now,
+            )
         signed = SignedRegion.unsigned(doc)
         for cid in list(self.coordinators)[:threshold]:
             signed = sign_region(signed, cid, self.coordinators[cid])

@@ -237,7 +237,13 @@ async def _create_streams(url: str, credentials: Credentials) -> None:
     nc = await nats.connect(url, user="operator", password=credentials.password("operator"))
     try:
         infos = await ensure_streams(nc.jetstream(), REGION)
-        assert [i.config.name for i in infos] == [EVENTS, REFERRALS, CHECKPOINTS, AGGREGATES, QUARANTINE]
+        assert [i.config.name for i in infos] == [
+            EVENTS,
+            REFERRALS,
+            CHECKPOINTS,
+            AGGREGATES,
+            QUARANTINE,
+        ]
     finally:
         await nc.close()
 
@@ -504,7 +510,13 @@ def test_cli_streams_updates_in_place(server: Server, capsys: pytest.CaptureFixt
     )
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert [line.split(":")[0] for line in out.splitlines()] == [EVENTS, REFERRALS, CHECKPOINTS, AGGREGATES, QUARANTINE]
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        EVENTS,
+        REFERRALS,
+        CHECKPOINTS,
+        AGGREGATES,
+        QUARANTINE,
+    ]
     code = main(
         [
             "region",

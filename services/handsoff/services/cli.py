@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     from handsoff.services.region_cli import add_region_commands  # it imports this module
 
     add_region_commands(sub)
+    from handsoff.services.aggregator_cli import add_aggregator_commands
+
+    add_aggregator_commands(sub)
     return p
 
 

@@ -22,10 +22,12 @@ sequence, so a republish after a crash is deduplicated by the quarantine stream.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -38,6 +40,8 @@ from nats.js.client import JetStreamContext
 from handsoff.federation import envelope, shared, subjects
 from handsoff.federation.errors import EnvelopeRejected
 from handsoff.federation.region import RegionDocument
+from handsoff.keys.merkle import leaf_hash
+from handsoff.services.aggregator import tally
 from handsoff.services.aggregator.indicators import Ledger
 
 CONSUMER: Final = "aggregator"
@@ -55,6 +59,7 @@ class Accepted:
     partner: str
     number: int
     payload: bytes
+    leaf: bytes  # RFC 6962 leaf hash of envelope.leaf(): what a release commits to
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class Batch:
     position: int
     accepted: Sequence[Accepted] = ()
     rejected: Sequence[Rejected] = ()
+    as_of: datetime | None = None  # the stream timestamp of message `position`
 
 
 _SCHEMA = """
@@ -78,15 +84,18 @@ CREATE TABLE IF NOT EXISTS accepted (
     number INTEGER NOT NULL,
     stream_seq INTEGER NOT NULL,
     payload BLOB NOT NULL,
+    leaf BLOB NOT NULL,
     PRIMARY KEY (partner, number)
 );
+CREATE INDEX IF NOT EXISTS accepted_in_stream_order ON accepted (stream_seq);
 CREATE TABLE IF NOT EXISTS rejected (
     stream_seq INTEGER PRIMARY KEY,
     reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS position (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    stream_seq INTEGER NOT NULL
+    stream_seq INTEGER NOT NULL,
+    as_of TEXT
 );
 """
 
@@ -101,9 +110,15 @@ class IngestStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        tally.create_schema(self._db)
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """For the tables kept beside the figures (releases) in the same file."""
+        return self._db
 
     def position(self) -> int:
         row = self._db.execute("SELECT stream_seq FROM position WHERE id = 1").fetchone()
@@ -123,23 +138,35 @@ class IngestStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT OR IGNORE INTO accepted (partner, number, stream_seq, payload) "
-                "VALUES (?, ?, ?, ?)",
-                [(a.partner, a.number, a.stream_seq, a.payload) for a in batch.accepted],
+                "INSERT OR IGNORE INTO accepted (partner, number, stream_seq, payload, leaf) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(a.partner, a.number, a.stream_seq, a.payload, a.leaf) for a in batch.accepted],
             )
+            for a in batch.accepted:
+                tally.add_facts(db, a.partner, a.number, shared.decode(a.payload))
             db.executemany(
                 "INSERT OR IGNORE INTO rejected (stream_seq, reason) VALUES (?, ?)",
                 [(r.stream_seq, r.reason) for r in batch.rejected],
             )
             db.execute(
-                "INSERT INTO position (id, stream_seq) VALUES (1, ?) ON CONFLICT (id) "
-                "DO UPDATE SET stream_seq = max(stream_seq, excluded.stream_seq)",
-                (batch.position,),
+                "INSERT INTO position (id, stream_seq, as_of) VALUES (1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET as_of = excluded.as_of, "
+                "stream_seq = excluded.stream_seq WHERE excluded.stream_seq > stream_seq",
+                (batch.position, batch.as_of.isoformat() if batch.as_of else None),
             )
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def as_of(self) -> datetime | None:
+        row = self._db.execute("SELECT as_of FROM position WHERE id = 1").fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def leaves(self) -> Iterator[bytes]:
+        """The leaf hash of every accepted envelope, in stream order (streamed)."""
+        for (leaf,) in self._db.execute("SELECT leaf FROM accepted ORDER BY stream_seq"):
+            yield bytes(leaf)
 
     def accepted_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM accepted").fetchone()[0])
@@ -168,16 +195,24 @@ class IngestResult:
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
+    waiting: int = 0  # after a gap in the sequence: nak'ed, taken once the gap is filled
 
     def add(self, other: IngestResult) -> None:
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.rejected.update(other.rejected)
         self.skipped += other.skipped
+        self.waiting += other.waiting
 
     @property
     def messages(self) -> int:
-        return self.accepted + self.duplicates + sum(self.rejected.values()) + self.skipped
+        return (
+            self.accepted
+            + self.duplicates
+            + sum(self.rejected.values())
+            + self.skipped
+            + self.waiting
+        )
 
 
 class Ingest:
@@ -192,6 +227,7 @@ class Ingest:
         batch: int = 256,
         fetch_timeout: float = 1.0,
         ack_wait: float = 30.0,
+        replay: bool = False,
     ) -> None:
         self.region = region
         self.store = store
@@ -199,16 +235,26 @@ class Ingest:
         self.batch = batch
         self.fetch_timeout = fetch_timeout
         self.ack_wait = ack_wait
+        # A replay (rebuild, audit) reads the stream through its own ordered consumer:
+        # nothing to ack, and the quarantine holds the live aggregator's rejects already.
+        self.replay = replay
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
+        """(Re)creates the durable consumer at the stored position: the store, not the
+        server, is the authority on what was processed, and starting exactly after it
+        means messages a crash left unacked come first, in order, at once."""
+        stream = subjects.events_stream(self.region.region)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(stream, CONSUMER)
         self._sub = await self.js.pull_subscribe(
             subjects.all_events(self.region.region),
             durable=CONSUMER,
-            stream=subjects.events_stream(self.region.region),
+            stream=stream,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self.store.position() + 1,
                 ack_wait=self.ack_wait,
             ),
         )
@@ -225,7 +271,7 @@ class Ingest:
             raise RuntimeError("Ingest.start() first")
         try:
             msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
             return IngestResult()
         return await self.process(msgs)
 
@@ -241,16 +287,22 @@ class Ingest:
     async def process(self, msgs: Sequence[Msg]) -> IngestResult:
         result = IngestResult()
         position = self.store.position()
-        new_position = position
+        new_position, as_of = position, None
         accepted: list[Accepted] = []
         in_batch: dict[tuple[str, int], bytes] = {}
         rejected: list[Rejected] = []
-        for m in msgs:
+        later: list[Msg] = []
+        # The stream's sequence has no holes (delete and purge are denied), so messages are
+        # taken strictly in order: one after a gap waits (nak) until the gap is filled.
+        for m in sorted(msgs, key=lambda m: m.metadata.sequence.stream):
             seq = m.metadata.sequence.stream
             if seq <= position:
                 result.skipped += 1
                 continue
-            new_position = max(new_position, seq)
+            if later or seq != new_position + 1:
+                later.append(m)
+                continue
+            new_position, as_of = seq, m.metadata.timestamp
             try:
                 opened = envelope.open_message(
                     self.region, m.subject, m.headers, m.data, m.metadata.timestamp, shared.decode
@@ -264,7 +316,8 @@ class Ingest:
                         "conflict", f"{opened.msg_id}: differs from the message accepted"
                     )
             except EnvelopeRejected as e:
-                await self._quarantine(m, seq, e.reason)
+                if not self.replay:
+                    await self._quarantine(m, seq, e.reason)
                 rejected.append(Rejected(seq, e.reason))
                 result.rejected[e.reason] += 1
                 continue
@@ -272,11 +325,16 @@ class Ingest:
                 result.duplicates += 1
                 continue
             in_batch[key] = m.data
-            accepted.append(Accepted(seq, opened.partner, opened.number, m.data))
+            leaf = leaf_hash(envelope.leaf(m.subject, m.headers or {}, m.data))
+            accepted.append(Accepted(seq, opened.partner, opened.number, m.data, leaf))
             result.accepted += 1
         if new_position > position:
-            self.store.record(Batch(new_position, accepted, rejected))
-        await self._ack(msgs)
+            self.store.record(Batch(new_position, accepted, rejected, as_of))
+        if not self.replay:
+            await self._ack(m for m in msgs if m not in later)
+            for m in later:
+                await m.nak()
+        result.waiting = len(later)
         return result
 
     async def _quarantine(self, m: Msg, seq: int, reason: str) -> None:

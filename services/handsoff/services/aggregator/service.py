@@ -1,0 +1,319 @@
+"""The aggregator as a running service: one composition root, config passed in.
+
+    handsoff aggregator init  --dir DIR                 a signing key (passphrase-protected)
+    handsoff aggregator serve --dir DIR --region FILE --nats URL
+        ingest (durable consumer, verified, one transaction per batch)
+        -> every `release_interval` seconds, if the stream position moved: a release
+        -> HTTP feeds (JSON, CSV, SSE, dashboard) and NATS (aggregates stream + KV bucket)
+
+The folder holds `aggregator.key` (the signing key, argon2id + SecretBox), `region.json`
+(the region document held: a newer one is taken only under the acceptance rule) and
+`aggregator.sqlite` (accepted envelopes, figures, position, releases, suppression memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+
+from handsoff.federation import subjects
+from handsoff.federation.natsconf import AGGREGATOR_USER
+from handsoff.federation.region import (
+    RegionDocument,
+    accept,
+    load_region,
+    save_region,
+)
+from handsoff.keys import KdfStrength, NodeSecrets, SigningKey, read_key_file, write_key_file
+from handsoff.services.aggregator.disclosure import DEFAULT_K, SuppressionMemory
+from handsoff.services.aggregator.feed import ReleaseFeed
+from handsoff.services.aggregator.ingest import Ingest, IngestResult, IngestStore
+from handsoff.services.aggregator.releases import (
+    Cutter,
+    ReleaseBook,
+    ensure_latest_bucket,
+    publish,
+)
+from handsoff.services.errors import ServiceError
+
+log = logging.getLogger("handsoff.aggregator")
+
+KEY_FILE: Final = "aggregator.key"
+REGION_FILE: Final = "region.json"
+STORE_FILE: Final = "aggregator.sqlite"
+
+
+class AggregatorError(ServiceError):
+    pass
+
+
+@dataclass(frozen=True)
+class AggregatorPaths:
+    root: Path
+
+    @property
+    def key_file(self) -> Path:
+        return self.root / KEY_FILE
+
+    @property
+    def region(self) -> Path:
+        return self.root / REGION_FILE
+
+    @property
+    def store(self) -> Path:
+        return self.root / STORE_FILE
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """Everything `serve` needs, built once at the entry point."""
+
+    dir: Path
+    nats_url: str
+    region_file: Path | None = None  # a newer region document to take on at start
+    nats_user: str | None = AGGREGATOR_USER
+    nats_password: str | None = None
+    k: int = DEFAULT_K
+    release_interval: float = 60.0  # seconds between releases (when something new arrived)
+    batch: int = 256
+    fetch_timeout: float = 1.0
+
+
+def init_aggregator(
+    directory: Path, passphrase: bytes, kdf: KdfStrength = KdfStrength.INTERACTIVE
+) -> SigningKey:
+    """A new aggregator folder with its signing key; the public key goes in the region."""
+    paths = AggregatorPaths(Path(directory))
+    if paths.key_file.exists():
+        raise AggregatorError(f"{paths.key_file} exists: this folder is initialised already")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    secrets = NodeSecrets.generate()
+    write_key_file(paths.key_file, secrets, passphrase, kdf)
+    return SigningKey(secrets.signing_seed)
+
+
+def open_key(directory: Path, passphrase: bytes) -> SigningKey:
+    return SigningKey(read_key_file(AggregatorPaths(directory).key_file, passphrase).signing_seed)
+
+
+def take_region(
+    paths: AggregatorPaths, candidate_file: Path | None, now: datetime | None = None
+) -> RegionDocument:
+    """The region document held, after taking on `candidate_file` if it is newer."""
+    now = now or datetime.now(UTC)
+    held = load_region(paths.region).document if paths.region.exists() else None
+    if candidate_file is not None:
+        candidate = load_region(candidate_file)
+        if held is None or candidate.document.version != held.version:
+            doc = accept(candidate, held=held, now=now)
+            save_region(paths.region, candidate)
+            return doc
+    if held is None:
+        raise AggregatorError(f"no region document held in {paths.root}: pass --region FILE")
+    return held
+
+
+@dataclass
+class Aggregator:
+    """Ingest, releases and publication over one NATS connection and one SQLite file."""
+
+    region: RegionDocument
+    key: SigningKey
+    store: IngestStore
+    nc: NATS
+    config: AggregatorConfig
+    feed: ReleaseFeed = field(default_factory=ReleaseFeed)
+    clock: Callable[[], float] = time.monotonic
+    counts: IngestResult = field(default_factory=IngestResult)
+
+    def __post_init__(self) -> None:
+        if self.region.aggregator.public_key != self.key.public_key:
+            raise AggregatorError(
+                f"this folder's key {self.key.kid.hex()} is not the region's aggregator key"
+            )
+        js = self.nc.jetstream()
+        self.js = js
+        self.book = ReleaseBook(self.store)
+        self.cutter = Cutter(self.region, self.key, self.config.k)
+        self.ingest = Ingest(
+            self.region,
+            self.store,
+            js,
+            batch=self.config.batch,
+            fetch_timeout=self.config.fetch_timeout,
+        )
+        self._last_release_at: float | None = None
+
+    async def start(self) -> None:
+        for stream in (
+            subjects.events_stream(self.region.region),
+            subjects.aggregates_stream(self.region.region),
+            subjects.quarantine_stream(self.region.region),
+        ):
+            try:
+                await self.js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                raise AggregatorError(
+                    f"stream {stream} does not exist: create the region's streams first "
+                    "(handsoff region streams)"
+                ) from None
+        await ensure_latest_bucket(self.js, self.region.region)
+        await self.ingest.start()
+        latest = self.book.latest()
+        if latest is not None:
+            await self.feed.publish(latest.number, latest.statements, latest.signed)
+            await self._publish_pending()
+
+    async def stop(self) -> None:
+        await self.ingest.stop()
+
+    async def step(self) -> IngestResult:
+        """One ingest batch, then a release if one is due."""
+        result = await self.ingest.run_once()
+        self.counts.add(result)
+        if self._release_due():
+            await self.release()
+        return result
+
+    def _release_due(self) -> bool:
+        state = self.book.state()
+        if self.store.position() <= (state.last_seq if state else 0):
+            return False
+        if self._last_release_at is None:
+            return True
+        return self.clock() - self._last_release_at >= self.config.release_interval
+
+    async def release(self) -> int:
+        """Cut, keep and publish a release of what has been ingested so far."""
+        state = self.book.state()
+        number = (state.release if state else 0) + 1
+        memory = state.memory if state else SuppressionMemory()
+        made, signed = await asyncio.to_thread(self._cut, number, memory)
+        self.book.keep(number, self.store.position(), made.memory, signed)
+        self._last_release_at = self.clock()
+        await self.feed.publish(number, made.statements, signed)
+        await self._publish_pending()
+        log.info("release %d at stream position %d", number, self.store.position())
+        return number
+
+    def _cut(self, number: int, memory: SuppressionMemory) -> tuple[Any, list[bytes]]:
+        # On a worker thread with its own connection (SQLite connections stay on the thread
+        # that made them); ingest is paused meanwhile, so it reads the same state.
+        reader = IngestStore(self.store.path)
+        try:
+            return self.cutter.cut(reader, number, memory)
+        finally:
+            reader.close()
+
+    async def _publish_pending(self) -> None:
+        state = self.book.state()
+        latest = self.feed.latest
+        if state is None or latest is None or state.published >= state.release:
+            return
+        try:
+            await publish(self.js, self.region.region, latest)
+        except (nats.errors.Error, nats.js.errors.Error) as e:
+            log.warning("release %d not published yet (%s); will retry", latest.number, e)
+            return
+        self.book.mark_published(latest.number)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.step()
+                await self._publish_pending()
+            except (nats.errors.Error, nats.js.errors.Error) as e:
+                log.warning("NATS: %s; retrying", type(e).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    def status(self) -> dict[str, object]:
+        state = self.book.state()
+        return {
+            "position": self.store.position(),
+            "accepted": self.store.accepted_count(),
+            "rejected": self.store.rejected_by_reason(),
+            "release": state.release if state else 0,
+            "published": state.published if state else 0,
+            "connected": self.nc.is_connected,
+        }
+
+
+async def connect(config: AggregatorConfig) -> NATS:
+    return await nats.connect(
+        config.nats_url,
+        user=config.nats_user if config.nats_password else None,
+        password=config.nats_password,
+        inbox_prefix=subjects.inbox_prefix(AGGREGATOR_USER).encode(),
+        name="handsoff-aggregator",
+        reconnect_time_wait=0.5,
+        max_reconnect_attempts=-1,
+        allow_reconnect=True,
+    )
+
+
+async def serve(
+    config: AggregatorConfig,
+    passphrase: bytes,
+    *,
+    host: str,
+    port: int,
+    ready: Callable[[Aggregator, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run ingest, releases and the HTTP feeds until `stop` is set (or SIGINT/SIGTERM)."""
+    import signal
+
+    import uvicorn
+
+    from handsoff.services.aggregator.http import create_app
+
+    paths = AggregatorPaths(config.dir)
+    region = take_region(paths, config.region_file)
+    key = open_key(config.dir, passphrase)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    store = IngestStore(paths.store)
+    nc = await connect(config)
+    try:
+        aggregator = Aggregator(region, key, store, nc, config)
+        await aggregator.start()
+        app = create_app(aggregator.feed, status=aggregator.status)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        )
+        # uvicorn captures SIGINT/SIGTERM while it serves and raises them again when it
+        # has stopped, which reaches the loop's handler above: both halves stop.
+        http = asyncio.create_task(server.serve())
+        http.add_done_callback(lambda _: stop.set())
+        while not server.started and not http.done():
+            await asyncio.sleep(0.02)
+        if http.done():
+            await http  # raises why it could not start
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        if ready is not None:
+            ready(aggregator, bound)
+        try:
+            await aggregator.run(stop)
+        finally:
+            server.should_exit = True
+            await http
+            await aggregator.stop()
+    finally:
+        await nc.drain()
+        store.close()
