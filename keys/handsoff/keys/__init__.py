@@ -1,4 +1,4 @@
-"""Node keys: Ed25519 signing, encrypted key files, and verifiable public keyrings."""
+"""Node keys: Ed25519 signing, encrypted key files, verifiable public keyrings, Merkle proofs."""
 
 from handsoff.keys.errors import (
     BadSignature,
@@ -6,6 +6,7 @@ from handsoff.keys.errors import (
     KeyFileError,
     KeyNotValid,
     KeysError,
+    MerkleProofError,
     PassphraseMissing,
     UnknownKey,
     VerificationError,
@@ -25,9 +26,22 @@ from handsoff.keys.keyring import (
     rotation_statement_bytes,
     save_keyring,
 )
+from handsoff.keys.merkle import (
+    EMPTY_ROOT,
+    MerkleTree,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root,
+    root_from_hashes,
+    verify_consistency,
+    verify_inclusion,
+)
 from handsoff.keys.signing import KEY_ID_LEN, SigningKey, key_id, kid_hex, verify_signature
 
 __all__ = [
+    "EMPTY_ROOT",
     "KEY_ID_LEN",
     "BadSignature",
     "BrokenKeyChain",
@@ -37,19 +51,29 @@ __all__ = [
     "KeyRecord",
     "Keyring",
     "KeysError",
+    "MerkleProofError",
+    "MerkleTree",
     "NodeSecrets",
     "PassphraseMissing",
     "RotationStatement",
     "SigningKey",
     "UnknownKey",
     "VerificationError",
+    "consistency_proof",
+    "inclusion_proof",
     "key_id",
     "kid_hex",
+    "leaf_hash",
     "load_keyring",
+    "node_hash",
     "passphrase_from_env",
     "read_key_file",
+    "root",
+    "root_from_hashes",
     "rotation_statement_bytes",
     "save_keyring",
+    "verify_consistency",
+    "verify_inclusion",
     "verify_signature",
     "write_key_file",
 ]

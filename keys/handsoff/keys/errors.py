@@ -33,3 +33,7 @@ class KeyNotValid(VerificationError):
 
 class BrokenKeyChain(VerificationError):
     """A keyring's rotation chain does not verify."""
+
+
+class MerkleProofError(VerificationError):
+    """A Merkle inclusion or consistency proof does not verify, or is malformed."""
