@@ -78,12 +78,25 @@ def _pick(rng: random.Random, weighted: dict[T, float]) -> T:
     return rng.choices(list(weighted), weights=list(weighted.values()))[0]
 
 
+def _when(change: CaseChange) -> datetime:
+    """When a step happened: the first date-time field of the change."""
+    return next(v for v in msgspec.structs.astuple(change) if isinstance(v, datetime))
+
+
 class StoryTeller:
-    def __init__(self, seed: int, country: Country, start: datetime, days: int = 365) -> None:
+    def __init__(
+        self,
+        seed: int,
+        country: Country,
+        start: datetime,
+        days: int = 365,
+        until: datetime | None = None,
+    ) -> None:
         self.rng = random.Random(seed)  # noqa: S311 (synthetic data, seeded on purpose)
         self.country = country
         self.start = start
         self.days = days
+        self.until = until  # nothing after this: a story stops at its first later step
         self.count = 0
 
     def story(self) -> Story:
@@ -139,6 +152,9 @@ class StoryTeller:
                     ),
                 )
             )
+        if self.until is not None:
+            later = (i for i, c in enumerate(changes) if _when(c) > self.until)
+            changes = changes[: next(later, len(changes))]
         return Story(incident, changes)
 
     def _incident(self, occurred: datetime, reported: datetime, police: bool) -> IncidentReported:

@@ -333,6 +333,11 @@ def difference(earlier: Published, later: Published) -> Published:
 # -- protection -------------------------------------------------------------------------
 
 
+def _margin_tier(p: Position) -> int:
+    """0 for a cell, 1 for a row or column total, 2 for the grand total."""
+    return (p[0] is None) + (p[1] is None)
+
+
 def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) -> Published:
     """Primary and complementary suppression of ``table``; ``keep``: entries that must stay
     suppressed (from ``SuppressionMemory``)."""
@@ -359,11 +364,12 @@ def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) 
         return sum(p in hidden for p in lines[number]) == 1
 
     def complement(number: int, hidden: set[Position]) -> Position:
-        # entries whose other line also holds a single suppressed entry first (one
+        # cells before margins and the grand total last (the totals are what readers need
+        # most), then entries whose other line also holds a single suppressed entry (one
         # complement settles both lines), then the smallest non-zero value
-        def key(p: Position) -> tuple[bool, tuple[bool, int, tuple[int, int]]]:
+        def key(p: Position) -> tuple[int, bool, tuple[bool, int, tuple[int, int]]]:
             other = next(n for n in line_of[p] if n != number)
-            return (not single(other, hidden), rank(p))
+            return (_margin_tier(p), not single(other, hidden), rank(p))
 
         return min((p for p in lines[number] if p not in hidden), key=key)
 
@@ -382,7 +388,8 @@ def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) 
         hidden = close_lines(hidden)
     while exposed := determined(table.rows, table.columns, hidden):
         target = min(exposed, key=order.__getitem__)
-        for candidate in sorted((p for p in values if p not in hidden), key=rank):
+        candidates = (p for p in values if p not in hidden)
+        for candidate in sorted(candidates, key=lambda p: (_margin_tier(p), rank(p))):
             trial = close_lines(hidden | {candidate})
             if target not in determined(table.rows, table.columns, trial):
                 hidden = trial

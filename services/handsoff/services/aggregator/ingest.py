@@ -60,6 +60,7 @@ class Accepted:
     number: int
     payload: bytes
     leaf: bytes  # RFC 6962 leaf hash of envelope.leaf(): what a release commits to
+    event: shared.SharedEvent | None = field(default=None, compare=False)  # decoded payload
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,8 @@ class IngestStore:
                 [(a.partner, a.number, a.stream_seq, a.payload, a.leaf) for a in batch.accepted],
             )
             for a in batch.accepted:
-                tally.add_facts(db, a.partner, a.number, shared.decode(a.payload))
+                event = a.event if a.event is not None else shared.decode(a.payload)
+                tally.add_facts(db, a.partner, a.number, event)
             db.executemany(
                 "INSERT OR IGNORE INTO rejected (stream_seq, reason) VALUES (?, ?)",
                 [(r.stream_seq, r.reason) for r in batch.rejected],
@@ -326,7 +328,9 @@ class Ingest:
                 continue
             in_batch[key] = m.data
             leaf = leaf_hash(envelope.leaf(m.subject, m.headers or {}, m.data))
-            accepted.append(Accepted(seq, opened.partner, opened.number, m.data, leaf))
+            accepted.append(
+                Accepted(seq, opened.partner, opened.number, m.data, leaf, opened.event)
+            )
             result.accepted += 1
         if new_position > position:
             self.store.record(Batch(new_position, accepted, rejected, as_of))

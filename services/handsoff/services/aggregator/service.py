@@ -183,7 +183,9 @@ class Aggregator:
         """One ingest batch, then a release if one is due."""
         result = await self.ingest.run_once()
         self.counts.add(result)
-        if self._release_due():
+        # Only once caught up (a short batch): a backlog makes one release, not one per
+        # batch of partial figures (each of which would also bind the suppression memory).
+        if result.messages < self.config.batch and self._release_due():
             await self.release()
         return result
 
