@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     from handsoff.services.aggregator_cli import add_aggregator_commands
 
     add_aggregator_commands(sub)
+    from handsoff.services.audit_cli import add_audit_commands
+
+    add_audit_commands(sub)
     return p
 
 
@@ -320,7 +323,11 @@ def _add_node_commands(ns: Any) -> None:
 
     join = with_dir(ns.add_parser("join", help="join a region (signed region document)"))
     join.add_argument("--region", type=Path, required=True, help="the signed region file")
-    join.add_argument("--nats", required=True, help="the region's NATS URL")
+    join.add_argument(
+        "--nats",
+        required=True,
+        help="the region's NATS URL (a cluster's servers: several, comma-separated)",
+    )
     join.add_argument("--user", help="NATS user (default: the partner id)")
     join.add_argument("--password-file", type=Path, help="file holding the NATS password")
     join.add_argument(

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -58,6 +57,7 @@ from handsoff.services.node.config import FederationSettings, NodeConfig
 from handsoff.services.node.link import NodeLink, join_region
 from handsoff.services.node.node import Node
 from handsoff.services.node.verify import VerificationReport
+from handsoff.services.progress import Progress
 from handsoff.services.simulate import StoryTeller
 
 REGION = "sadc-demo"
@@ -80,27 +80,6 @@ class DemoOptions:
     serve: bool = True
     directory: Path | None = None  # kept afterwards when given; a temporary one otherwise
     port: int = 0  # the dashboard's (default: a free one)
-
-
-class Progress:
-    """A one-line progress bar on a terminal; a few plain lines elsewhere (CI logs)."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label, self.tty = total, label, sys.stderr.isatty()
-        self._last_decile = -1
-
-    def update(self, done: int) -> None:
-        if self.tty:
-            filled = 30 * done // max(self.total, 1)
-            sys.stderr.write(
-                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
-            )
-            if done == self.total:
-                sys.stderr.write("\n")
-        elif (decile := 10 * done // max(self.total, 1)) != self._last_decile:
-            self._last_decile = decile
-            sys.stderr.write(f"{self.label}: {done}/{self.total}\n")
-        sys.stderr.flush()
 
 
 class SharedProgress(Progress):

@@ -1,0 +1,128 @@
+"""`handsoff audit region | node`: exit 0 only when everything verifies."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from handsoff.services.auditor.report import AuditReport, summary, to_html
+from handsoff.services.cli import EXIT_BROKEN, passphrase
+from handsoff.services.progress import Progress
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _finish(report: AuditReport, args: argparse.Namespace) -> int:
+    for line in summary(report):
+        _out(line)
+    if args.json is not None:
+        args.json.write_bytes(report.json())
+        _out(f"JSON report: {args.json}")
+    if args.html is not None:
+        args.html.write_text(to_html(report))
+        _out(f"HTML report: {args.html}")
+    return 0 if report.ok else EXIT_BROKEN
+
+
+async def _connect(args: argparse.Namespace) -> Any:
+    import nats
+
+    password = args.password_file.read_text().strip() if args.password_file else None
+    return await nats.connect(
+        args.nats, user=args.user if password else None, password=password, name="handsoff-audit"
+    )
+
+
+def _region(args: argparse.Namespace) -> Any:
+    from handsoff.federation.region import load_region
+
+    return load_region(args.region).document
+
+
+def cmd_region(args: argparse.Namespace) -> int:
+    from handsoff.services.auditor.region import audit_region
+
+    region = _region(args)
+    bar: list[Progress] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            bar.append(Progress(total, "replaying events"))
+        bar[0].update(done)
+
+    async def run() -> AuditReport:
+        nc = await _connect(args)
+        try:
+            return await audit_region(nc.jetstream(), region, progress)
+        finally:
+            await nc.close()
+
+    return _finish(asyncio.run(run()), args)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from handsoff.services.auditor.node import audit_node
+    from handsoff.services.node.node import Node
+
+    stored = None
+    if args.nats is not None:
+        stored = asyncio.run(_stored(args))
+    node = Node.open(args.dir, passphrase(os.environ))
+    try:
+        return _finish(audit_node(node, stored), args)
+    finally:
+        node.close()
+
+
+async def _stored(args: argparse.Namespace) -> dict[str, bytes]:
+    """This partner's messages in the region stream: msg id -> payload."""
+    from handsoff.federation import subjects
+    from handsoff.federation.envelope import MSG_ID
+    from handsoff.services.auditor.region import read_stream
+    from handsoff.services.node.config import NodePaths, load_config
+
+    if args.region is None:
+        raise SystemExit("handsoff: error: --nats needs --region")
+    region = _region(args)
+    partner = load_config(NodePaths(args.dir)).partner
+    nc = await _connect(args)
+    out: dict[str, bytes] = {}
+    try:
+        js = nc.jetstream()
+        stream = subjects.events_stream(region.region)
+        async for _, m in read_stream(js, stream, subjects.all_events(region.region)):
+            if subjects.partner_of(m.subject) == partner and m.headers:
+                out.setdefault(m.headers.get(MSG_ID, "?"), m.data)
+    finally:
+        await nc.close()
+    return out
+
+
+def _reports(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--json", type=Path, help="write the JSON report here")
+    p.add_argument("--html", type=Path, help="write the HTML report here")
+    p.add_argument("--user", default="operator", help="NATS user (default operator)")
+    p.add_argument("--password-file", type=Path, help="file holding the NATS password")
+    return p
+
+
+def add_audit_commands(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="verify logs, streams and published figures")
+    aus = audit.add_subparsers(dest="audit_command", required=True)
+
+    region = _reports(aus.add_parser("region", help="replay the region's streams"))
+    region.add_argument("--nats", required=True, help="the region's NATS URL")
+    region.add_argument("--region", type=Path, required=True, help="the signed region file")
+    region.set_defaults(func=cmd_region)
+
+    node = _reports(aus.add_parser("node", help="a node's log and its consent record"))
+    node.add_argument("--dir", type=Path, required=True, help="the node directory")
+    node.add_argument("--nats", help="also compare with what the region stream holds")
+    node.add_argument("--region", type=Path, help="the signed region file (with --nats)")
+    node.set_defaults(func=cmd_node)

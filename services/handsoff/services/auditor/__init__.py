@@ -1,0 +1,1 @@
+"""The auditor: replay logs and streams with public keys only, verify every figure."""
