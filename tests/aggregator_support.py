@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ from nats.js.api import DeliverPolicy
 from handsoff.federation import envelope, shared, statements, subjects
 from handsoff.federation.errors import EnvelopeRejected
 from handsoff.federation.natsconf import ensure_streams
-from handsoff.federation.region import RegionDocument
+from handsoff.federation.region import RegionDocument, SignedRegion, sign_region
 from handsoff.federation.statements import AggregateStatement, Inputs
-from handsoff.keys import KdfStrength, SigningKey
+from handsoff.keys import KdfStrength, SigningKey, kid_hex
 from handsoff.keys.merkle import MerkleTree, leaf_hash
 from handsoff.services.aggregator import release
 from handsoff.services.aggregator.disclosure import SuppressionMemory
@@ -52,12 +53,28 @@ class Region:
 
 
 async def make_region(
-    tmp_path: Path, url: str, stories: int = 20, *, streams: bool = True
+    tmp_path: Path,
+    url: str,
+    stories: int = 20,
+    *,
+    streams: bool = True,
+    revoked: SigningKey | None = None,
 ) -> Region:
+    """`revoked`: a second key of p1, listed and then revoked (for tampering tests)."""
     nodes = [make_node(tmp_path / p, p, c) for p, c in PARTNERS]
     agg_dir = tmp_path / "aggregator"
     key = init_aggregator(agg_dir, PASSPHRASE, KdfStrength.INTERACTIVE)
     kit = RegionKit(nodes, aggregator=key)
+    if revoked is not None:
+        now = datetime.now(UTC)
+        doc = kit.document.add_partner_key(
+            "p1", revoked.public_key, valid_from=now - timedelta(minutes=1)
+        )
+        doc = doc.revoke_key("p1", kid_hex(revoked.kid), now)
+        signed = SignedRegion.unsigned(doc)
+        for cid in list(kit.coordinators)[:2]:
+            signed = sign_region(signed, cid, kit.coordinators[cid])
+        kit.signed, kit.document = signed, signed.document
     region_file = kit.save(tmp_path / "region.json")
     for seed, node in enumerate(nodes, 1):
         join_region(node, region_file)

@@ -104,6 +104,51 @@ async def _stored(args: argparse.Namespace) -> dict[str, bytes]:
     return out
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from handsoff.federation import subjects
+    from handsoff.federation.region import load_region
+    from handsoff.services.aggregator.service import AggregatorPaths, open_key
+    from handsoff.services.auditor.bundle import new_bundle, sign_bundle
+    from handsoff.services.auditor.region import read_all
+
+    paths = AggregatorPaths(args.dir)
+    signed_region = load_region(args.region or paths.region)
+    r = signed_region.document.region
+    key = open_key(args.dir, passphrase(os.environ))
+
+    async def run() -> bytes:
+        nc = await _connect(args)
+        try:
+            js = nc.jetstream()
+            events = await read_all(js, subjects.events_stream(r), subjects.all_events(r))
+            aggregates = await read_all(
+                js, subjects.aggregates_stream(r), subjects.all_aggregates(r)
+            )
+            checkpoints = await read_all(
+                js, subjects.checkpoints_stream(r), subjects.all_checkpoints(r)
+            )
+        finally:
+            await nc.close()
+        bundle = new_bundle(signed_region, events, aggregates, checkpoints)
+        _out(
+            f"bundled {len(events)} events, {len(aggregates)} statements, "
+            f"{len(checkpoints)} checkpoints of region {r}"
+        )
+        return sign_bundle(bundle, key)
+
+    args.out.write_bytes(asyncio.run(run()))
+    _out(f"signed audit bundle: {args.out}")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from handsoff.federation.region import load_region
+    from handsoff.services.auditor.bundle import audit_bundle
+
+    trusted = load_region(args.region) if args.region is not None else None
+    return _finish(audit_bundle(args.file.read_bytes(), trusted), args)
+
+
 def _reports(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the JSON report here")
     p.add_argument("--html", type=Path, help="write the HTML report here")
@@ -126,3 +171,15 @@ def add_audit_commands(sub: Any) -> None:
     node.add_argument("--nats", help="also compare with what the region stream holds")
     node.add_argument("--region", type=Path, help="the signed region file (with --nats)")
     node.set_defaults(func=cmd_node)
+
+    export = _reports(aus.add_parser("export", help="write a signed, self-contained bundle"))
+    export.add_argument("--dir", type=Path, required=True, help="the aggregator folder (key)")
+    export.add_argument("--nats", required=True, help="the region's NATS URL")
+    export.add_argument("--region", type=Path, help="region file (default: the one held)")
+    export.add_argument("--out", type=Path, required=True, help="the bundle file to write")
+    export.set_defaults(func=cmd_export)
+
+    bundle = _reports(aus.add_parser("bundle", help="verify a bundle offline"))
+    bundle.add_argument("file", type=Path, help="the bundle")
+    bundle.add_argument("--region", type=Path, help="the region file you trust (optional)")
+    bundle.set_defaults(func=cmd_bundle)

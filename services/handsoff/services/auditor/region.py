@@ -10,9 +10,11 @@ HX_<R>_EVENTS      every envelope in order (EventReplay): signatures, membership
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
-from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 
@@ -26,9 +28,20 @@ READ_TIMEOUT_S = 10.0
 Progress = Callable[[int, int], None]  # (done, total)
 
 
+@dataclass(frozen=True)
+class StreamMessage:
+    """One stored message, as read back from a stream or from a bundle."""
+
+    seq: int
+    time: datetime
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+
+
 async def read_stream(
     js: JetStreamContext, stream: str, subject: str
-) -> AsyncIterator[tuple[int, Msg]]:
+) -> AsyncIterator[tuple[int, StreamMessage]]:
     """(total, message) for every message of a stream, in order, from the start."""
     info = await js.stream_info(stream)
     total, last = info.state.messages, info.state.last_seq
@@ -38,20 +51,27 @@ async def read_stream(
     try:
         while True:
             m = await sub.next_msg(timeout=READ_TIMEOUT_S)
-            yield total, m
-            if m.metadata.sequence.stream >= last:
+            seq = m.metadata.sequence.stream
+            yield (
+                total,
+                StreamMessage(seq, m.metadata.timestamp, m.subject, dict(m.headers or {}), m.data),
+            )
+            if seq >= last:
                 return
     finally:
         await sub.unsubscribe()
 
 
-async def published_releases(
-    js: JetStreamContext, region: RegionDocument, found: Collector
+async def read_all(js: JetStreamContext, stream: str, subject: str) -> list[StreamMessage]:
+    return [m async for _, m in read_stream(js, stream, subject)]
+
+
+def published_releases(
+    messages: Iterable[StreamMessage], region: RegionDocument, found: Collector
 ) -> list[PublishedRelease]:
     by_release: dict[int, dict[str, tuple[AggregateStatement, bytes]]] = defaultdict(dict)
-    stream = subjects.aggregates_stream(region.region)
-    async for _, m in read_stream(js, stream, subjects.all_aggregates(region.region)):
-        where = f"aggregates seq {m.metadata.sequence.stream}"
+    for m in messages:
+        where = f"aggregates seq {m.seq}"
         found.count("statements")
         try:
             s = statements.verify(m.data, region)
@@ -84,18 +104,40 @@ async def published_releases(
     return out
 
 
+def audit_messages(
+    region: RegionDocument,
+    events: Iterable[StreamMessage],
+    aggregates: Iterable[StreamMessage],
+    *,
+    total: int = 0,
+    progress: Progress | None = None,
+    found: Collector | None = None,
+    kind: Literal["region", "bundle"] = "region",
+) -> AuditReport:
+    """The region audit over messages already read (from the streams or a bundle)."""
+    found = found or Collector()
+    replay = EventReplay(region, found, published_releases(aggregates, region, found))
+    for done, m in enumerate(events, 1):
+        replay.add(m.seq, m.subject, m.headers, m.data, m.time)
+        if progress is not None:
+            progress(done, total)
+    replay.finish()
+    return found.report(kind, region.region)
+
+
 async def audit_region(
     js: JetStreamContext, region: RegionDocument, progress: Progress | None = None
 ) -> AuditReport:
+    """The streams read as they are replayed (memory does not grow with the events)."""
+    r = region.region
     found = Collector()
-    releases = await published_releases(js, region, found)
-    replay = EventReplay(region, found, releases)
-    stream = subjects.events_stream(region.region)
+    aggregates = await read_all(js, subjects.aggregates_stream(r), subjects.all_aggregates(r))
+    replay = EventReplay(region, found, published_releases(aggregates, region, found))
     done = 0
-    async for total, m in read_stream(js, stream, subjects.all_events(region.region)):
-        replay.add(m.metadata.sequence.stream, m.subject, m.headers, m.data, m.metadata.timestamp)
+    async for total, m in read_stream(js, subjects.events_stream(r), subjects.all_events(r)):
+        replay.add(m.seq, m.subject, m.headers, m.data, m.time)
         done += 1
         if progress is not None:
             progress(done, total)
     replay.finish()
-    return found.report("region", region.region)
+    return found.report("region", r)

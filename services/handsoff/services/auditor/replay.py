@@ -29,6 +29,7 @@ from handsoff.services.auditor.report import Collector
 SIGNATURES = "signatures"
 EXACTLY_ONCE = "exactly_once"
 RELEASES = "releases"
+SEQUENCE = "sequence"
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class EventReplay:
         at: datetime,
     ) -> None:
         """One message of the stream, in sequence order."""
+        self._check_sequence(seq, at)
         self.position, self.as_of = seq, at
         self.found.count(SIGNATURES)
         msg_id = (headers or {}).get(envelope.MSG_ID, "?")
@@ -124,6 +126,20 @@ class EventReplay:
         self.ledger.add(opened.partner, opened.number, opened.event)
         self.tree.append(leaf_hash(envelope.leaf(subject, headers or {}, data)))
         self._releases_due()
+
+    def _check_sequence(self, seq: int, at: datetime) -> None:
+        """The region's streams deny delete and purge: sequences run 1, 2, 3 ... without a
+        hole, and stream time never goes back."""
+        self.found.count(SEQUENCE)
+        where = f"stream seq {seq}"
+        if seq <= self.position:
+            self.found.find(SEQUENCE, "order", where, f"after stream seq {self.position}")
+        elif seq != self.position + 1:
+            self.found.find(
+                SEQUENCE, "gap", where, f"stream seqs {self.position + 1}..{seq - 1} are missing"
+            )
+        if self.as_of is not None and at < self.as_of:
+            self.found.find(SEQUENCE, "order", where, "stored earlier than the message before")
 
     def _releases_due(self) -> None:
         while self._pending and self._pending[0].last_seq <= self.position:

@@ -1,0 +1,140 @@
+"""Audit bundles: everything needed to audit a region offline, in one signed file.
+
+`handsoff audit export` writes, `handsoff audit bundle FILE` verifies (no network):
+
+    {"bundle": {...exact bytes...}, "kid": "<hex>", "signature": "<hex Ed25519>"}
+    signature over "hx-audit-bundle-v1\\0" | bundle bytes, by the region's aggregator key
+
+    bundle = {
+      "format": "handsoff-audit-bundle/1",
+      "region": "<the signed region file, exactly as held>",
+      "exported_at": "<ISO time>",
+      "events":      [message, ...]   HX_<R>_EVENTS, in stream order
+      "statements":  [message, ...]   HX_<R>_AGGREGATES
+      "checkpoints": [message, ...]   HX_<R>_CHECKPOINTS
+    }
+    message = {"seq": n, "time": "<stream timestamp>", "subject": "...",
+               "headers": {...}, "data": "<base64 payload>"}
+
+The outer signature says who exported it and that it arrived intact; every check inside
+stands on the partners' and the aggregator's own signatures, so a bundle re-signed by a
+dishonest exporter is still caught by the region audit it contains.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+import msgspec
+
+from handsoff.federation.region import RegionProblem, SignedRegion
+from handsoff.keys import BadSignature, SigningKey, key_id, verify_signature
+from handsoff.services.auditor.region import StreamMessage, audit_messages
+from handsoff.services.auditor.report import AuditReport, Collector
+
+DOMAIN: Final = b"hx-audit-bundle-v1\x00"
+FORMAT: Final = "handsoff-audit-bundle/1"
+BUNDLE = "bundle"
+
+
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    seq: int
+    time: datetime
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+
+
+class Bundle(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    format: Literal["handsoff-audit-bundle/1"] = FORMAT
+    region: str
+    exported_at: datetime
+    events: list[Message]
+    statements: list[Message]
+    checkpoints: list[Message] = []
+
+
+class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    bundle: msgspec.Raw
+    kid: str
+    signature: str
+
+
+def message(m: StreamMessage) -> Message:
+    return Message(seq=m.seq, time=m.time, subject=m.subject, headers=m.headers, data=m.data)
+
+
+def _stream(ms: list[Message]) -> list[StreamMessage]:
+    return [StreamMessage(m.seq, m.time, m.subject, dict(m.headers), m.data) for m in ms]
+
+
+def sign_bundle(bundle: Bundle, key: SigningKey) -> bytes:
+    body = msgspec.json.encode(bundle)
+    signature = key.sign(DOMAIN + body)
+    return msgspec.json.encode(
+        _Signed(bundle=msgspec.Raw(body), kid=key.kid.hex(), signature=signature.hex())
+    )
+
+
+def audit_bundle(data: bytes, trusted_region: SignedRegion | None = None) -> AuditReport:
+    """Verifies a bundle offline: the exporter's signature, the region document inside (its
+    coordinators' threshold; the same document as `trusted_region` when given), then the
+    whole region audit over the bundled messages."""
+    found = Collector()
+    found.count(BUNDLE)
+    try:
+        signed = msgspec.json.decode(data, type=_Signed)
+        body = bytes(signed.bundle)
+        bundle = msgspec.json.decode(body, type=Bundle)
+        region = SignedRegion.decode(bundle.region.encode())
+    except (msgspec.DecodeError, RegionProblem) as e:
+        found.find(BUNDLE, "malformed", "bundle", f"not an audit bundle: {e}")
+        return found.report("bundle", "?")
+    doc = region.document
+    aggregator_kid = key_id(doc.aggregator.public_key).hex()
+    if signed.kid != aggregator_kid:
+        found.find(BUNDLE, "unknown_key", "bundle", f"signed by {signed.kid}, not the aggregator")
+    else:
+        try:
+            verify_signature(
+                doc.aggregator.public_key, DOMAIN + body, bytes.fromhex(signed.signature)
+            )
+        except (ValueError, BadSignature):
+            found.find(
+                BUNDLE, "bad_signature", "bundle", "the exporter's signature does not verify"
+            )
+    found.count("membership")
+    valid = region.valid_signers(doc.coordinator_keys())
+    if len(valid) < doc.threshold:
+        found.find(
+            "membership",
+            "insufficient_signatures",
+            f"region version {doc.version}",
+            f"{len(valid)} valid coordinator signature(s) of the {doc.threshold} needed",
+        )
+    if trusted_region is not None and trusted_region.document_bytes != region.document_bytes:
+        found.find(
+            "membership",
+            "different_region",
+            f"region version {doc.version}",
+            f"not the region document trusted here (version {trusted_region.document.version})",
+        )
+    return audit_messages(
+        doc, _stream(bundle.events), _stream(bundle.statements), found=found, kind="bundle"
+    )
+
+
+def new_bundle(
+    region: SignedRegion,
+    events: list[StreamMessage],
+    statements: list[StreamMessage],
+    checkpoints: list[StreamMessage],
+) -> Bundle:
+    return Bundle(
+        region=region.encode().decode(),
+        exported_at=datetime.now(UTC),
+        events=[message(m) for m in events],
+        statements=[message(m) for m in statements],
+        checkpoints=[message(m) for m in checkpoints],
+    )
