@@ -62,6 +62,8 @@ def test_demo_figures_equal_a_recomputation_from_the_logs(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert "  result: intact" in done.stdout
+    # The clean region the demo built audits clean, end to end.
+    assert "    audit of region sadc-demo: OK" in done.stdout
     assert "aggregate statements: 14 signed by the aggregator, verified" in done.stdout
     for partner, _, _ in PARTNERS:
         assert f"  {partner}: intact" in done.stdout

@@ -50,6 +50,8 @@ from handsoff.keys import KdfStrength, SigningKey
 from handsoff.services.aggregator.service import AggregatorConfig, init_aggregator, serve
 from handsoff.services.aggregator.summary import region_lines
 from handsoff.services.api import create_app
+from handsoff.services.auditor.region import audit_region
+from handsoff.services.auditor.report import summary
 from handsoff.services.client import NodeClient, record_story
 from handsoff.services.natsserver import EmbeddedNats, free_port
 from handsoff.services.node.admin import Role
@@ -364,6 +366,17 @@ async def _report(
     for raw in latest.signed:
         statements.verify(raw, region.document)  # raises if not the aggregator's signature
     print(f"  aggregate statements: {len(latest.signed)} signed by the aggregator, verified")
+    print("  the region's streams, replayed as an auditor does (handsoff audit region):")
+    nc = await nats.connect(
+        region.nats.url, user=OPERATOR_USER, password=region.credentials.password(OPERATOR_USER)
+    )
+    try:
+        audit = await audit_region(nc.jetstream(), region.document)
+    finally:
+        await nc.close()
+    for line in summary(audit):
+        print("    " + line)
+    intact &= audit.ok
     print(f"  result: {'intact' if intact else 'FAILED'}")
 
     url = f"http://127.0.0.1:{port}/"
