@@ -146,7 +146,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from handsoff.services.auditor.bundle import audit_bundle
 
     trusted = load_region(args.region) if args.region is not None else None
-    return _finish(audit_bundle(args.file.read_bytes(), trusted), args)
+    return _finish(audit_bundle(args.file.read_bytes(), trusted, workers=args.workers), args)
 
 
 def _reports(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -182,4 +182,10 @@ def add_audit_commands(sub: Any) -> None:
     bundle = _reports(aus.add_parser("bundle", help="verify a bundle offline"))
     bundle.add_argument("file", type=Path, help="the bundle")
     bundle.add_argument("--region", type=Path, help="the region file you trust (optional)")
+    bundle.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes verifying signatures (default: one per core)",
+    )
     bundle.set_defaults(func=cmd_bundle)

@@ -77,7 +77,9 @@ def sign_bundle(bundle: Bundle, key: SigningKey) -> bytes:
     )
 
 
-def audit_bundle(data: bytes, trusted_region: SignedRegion | None = None) -> AuditReport:
+def audit_bundle(
+    data: bytes, trusted_region: SignedRegion | None = None, *, workers: int = 1
+) -> AuditReport:
     """Verifies a bundle offline: the exporter's signature, the region document inside (its
     coordinators' threshold; the same document as `trusted_region` when given), then the
     whole region audit over the bundled messages."""
@@ -121,7 +123,12 @@ def audit_bundle(data: bytes, trusted_region: SignedRegion | None = None) -> Aud
             f"not the region document trusted here (version {trusted_region.document.version})",
         )
     return audit_messages(
-        doc, _stream(bundle.events), _stream(bundle.statements), found=found, kind="bundle"
+        doc,
+        _stream(bundle.events),
+        _stream(bundle.statements),
+        found=found,
+        kind="bundle",
+        workers=workers,
     )
 
 

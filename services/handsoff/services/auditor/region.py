@@ -113,14 +113,25 @@ def audit_messages(
     progress: Progress | None = None,
     found: Collector | None = None,
     kind: Literal["region", "bundle"] = "region",
+    workers: int = 1,
 ) -> AuditReport:
-    """The region audit over messages already read (from the streams or a bundle)."""
+    """The region audit over messages already read (from the streams or a bundle);
+    `workers` > 1 verifies signatures in that many processes (parallel.py)."""
     found = found or Collector()
     replay = EventReplay(region, found, published_releases(aggregates, region, found))
-    for done, m in enumerate(events, 1):
-        replay.add(m.seq, m.subject, m.headers, m.data, m.time)
-        if progress is not None:
-            progress(done, total)
+    if workers > 1:
+        from handsoff.services.auditor.parallel import ParallelVerifier
+
+        with ParallelVerifier(region, workers) as verifier:
+            for done, (m, verdict) in enumerate(verifier.verdicts(events), 1):
+                replay.add(m.seq, m.subject, m.headers, m.data, m.time, verdict)
+                if progress is not None:
+                    progress(done, total)
+    else:
+        for done, m in enumerate(events, 1):
+            replay.add(m.seq, m.subject, m.headers, m.data, m.time)
+            if progress is not None:
+                progress(done, total)
     replay.finish()
     return found.report(kind, region.region)
 

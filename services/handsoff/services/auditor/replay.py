@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from handsoff.federation import envelope, shared, subjects
 from handsoff.federation.errors import EnvelopeRejected
@@ -30,6 +31,24 @@ SIGNATURES = "signatures"
 EXACTLY_ONCE = "exactly_once"
 RELEASES = "releases"
 SEQUENCE = "sequence"
+
+
+VERIFIED: Final = ("", "")
+Verdict = tuple[str, str]  # VERIFIED, or (reason, detail) of the rejection
+
+
+def verify(
+    region: RegionDocument,
+    subject: str,
+    headers: Mapping[str, str] | None,
+    data: bytes,
+    at: datetime,
+) -> Verdict:
+    try:
+        envelope.open_message(region, subject, headers, data, at, shared.decode)
+    except EnvelopeRejected as e:
+        return (e.reason, str(e))
+    return VERIFIED
 
 
 @dataclass(frozen=True)
@@ -86,19 +105,24 @@ class EventReplay:
         headers: Mapping[str, str] | None,
         data: bytes,
         at: datetime,
+        verdict: Verdict | None = None,
     ) -> None:
-        """One message of the stream, in sequence order."""
+        """One message of the stream, in sequence order. `verdict`: its verification done
+        elsewhere (parallel.py: the same `open_message` in a worker process)."""
         self._check_sequence(seq, at)
         self.position, self.as_of = seq, at
         self.found.count(SIGNATURES)
         msg_id = (headers or {}).get(envelope.MSG_ID, "?")
         where = f"stream seq {seq} ({msg_id})"
-        try:
-            opened = envelope.open_message(self.region, subject, headers, data, at, shared.decode)
-        except EnvelopeRejected as e:
-            self.found.find(SIGNATURES, e.reason, where, str(e))
+        if verdict is None:
+            verdict = verify(self.region, subject, headers, data, at)
+        if verdict != VERIFIED:
+            reason, detail = verdict
+            self.found.find(SIGNATURES, reason, where, detail)
             self._releases_due()
             return
+        partner, number = envelope.parse_message_id(msg_id)
+        opened = envelope.Opened(partner, msg_id, number, shared.decode(data))
         self.found.count(EXACTLY_ONCE)
         key = (opened.partner, opened.number)
         digest = hashlib.blake2b(data, digest_size=16).digest()
