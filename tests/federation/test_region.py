@@ -351,6 +351,8 @@ def test_may_publish_follows_nats_wildcards() -> None:
         "hx.sadc.*.p1.x",  # publishing on a wildcard
         "hx.sadc.events.p1.>",
         "hx.sadc.aggregates.p1.x",  # the aggregator's subjects
+        subjects.witness("sadc", "p1"),  # the aggregator's cosignatures of p1's checkpoints
+        "hx.sadc.witness.p1.x",
         "hx.sadc..p1.x",
         "",
     ]
@@ -591,3 +593,20 @@ def test_cli_flow(
         *("--key-file", str(tmp_path / "c1.key")),
     )
     assert "does not exist" in error(capsys, "region", "show", "--file", str(tmp_path / "no"))
+
+
+def test_current_key_is_the_newest_valid_never_a_revoked_one() -> None:
+    doc = base_doc()
+    assert doc.current_key("p1", NOW) == P1.public_key
+    rotated_at = T0 + timedelta(days=10)
+    d = doc.add_partner_key("p1", P3.public_key, valid_from=rotated_at, issued_at=NOW)
+    assert d.current_key("p1", rotated_at - timedelta(seconds=1)) == P1.public_key
+    assert d.current_key("p1", rotated_at) == P3.public_key  # the newest
+    # The newest key revoked (compromised): encrypt for the older one still valid.
+    d = d.revoke_key("p1", kid_hex(P3.kid), rotated_at + timedelta(days=1), issued_at=NOW)
+    assert d.current_key("p1", rotated_at + timedelta(days=2)) == P1.public_key
+    # No valid key at all: refused, naming why.
+    d = d.revoke_key("p1", kid_hex(P1.kid), rotated_at + timedelta(days=1), issued_at=NOW)
+    with pytest.raises(RegionProblem) as info:
+        d.current_key("p1", rotated_at + timedelta(days=2))
+    assert info.value.reason == "key_not_valid"

@@ -269,13 +269,27 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             )
         return k.public_key
 
+    def current_key(self, partner_id: str, at: datetime) -> bytes:
+        """The partner's newest key valid at `at` (never a revoked or expired one): the key
+        to encrypt for. PartnerKeyNotValid if it has none."""
+        _aware(at, "at")
+        for k in reversed(self.partner(partner_id).keys):
+            revoked = k.revoked_at is not None and at >= k.revoked_at
+            expired = k.valid_until is not None and at >= k.valid_until
+            if k.valid_from <= at and not revoked and not expired:
+                return k.public_key
+        raise PartnerKeyNotValid(f"partner {partner_id} has no key valid at {_iso(at)}")
+
     def may_publish(self, partner_id: str, subject: str) -> bool:
         """Whether the document lets a partner publish on a (literal) subject.
 
         The aggregates subjects (`hx.<region>.aggregates.>`) belong to the aggregator, even
-        where a partner's pattern (`hx.<region>.*.<partner>.>`) would match them.
+        where a partner's pattern (`hx.<region>.*.<partner>.>`) would match them, and so do
+        its cosignatures of checkpoints (`hx.<region>.witness.<partner>`).
         """
         if subject.startswith(aggregates_prefix(self.region)):
+            return False
+        if subject.startswith(f"{subjects.PREFIX}.{subjects.token(self.region)}.witness."):
             return False
         for p in self.partners:
             if p.id == partner_id:

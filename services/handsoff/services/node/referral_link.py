@@ -179,11 +179,9 @@ class ReferralLink:
     ) -> None:
         me = self.node.config.partner
         try:
-            receiver_key = self.region.partner(receiver).keys[-1].public_key
-        except RegionError:
-            log.error(
-                "referral to %s: not a partner of region %s; not sent", receiver, self.region.region
-            )
+            receiver_key = self.region.current_key(receiver, datetime.now(UTC))
+        except RegionError as e:
+            log.error("referral to %s not sent: %s", receiver, e)
             return
         subject = subjects.referral(self.region.region, me, receiver)
         msg_id = message_id(me, self._number(lane, notification_id))
