@@ -26,7 +26,7 @@ from handsoff.services.aggregator.disclosure import SuppressionMemory
 from handsoff.services.aggregator.indicators import Ledger, compute
 from handsoff.services.aggregator.service import init_aggregator
 from handsoff.services.node.config import FederationSettings
-from handsoff.services.node.link import NodeLink, join_region
+from handsoff.services.node.link import LinkStatus, NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import record_stories
 from support import PASSPHRASE, RegionKit, make_node
@@ -91,16 +91,19 @@ async def make_region(
 
 
 async def relay_all(region: Region, deadline_s: float = 60.0) -> None:
-    settings = FederationSettings(nats_url=region.url, nats_user="x", publish_interval=0)
+    settings = FederationSettings(
+        nats_url=region.url, nats_user="x", publish_interval=0, checkpoint_interval=0
+    )
     links = [NodeLink(n, settings) for n in region.nodes]
     try:
         for link in links:
             await link.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
-        while not all(
-            s.relay_lag == 0 and s.relay_position > 0 for s in (x.status() for x in links)
-        ):
+        def done(s: LinkStatus) -> bool:  # relayed, and checkpointed up to there
+            return s.relay_lag == 0 and s.relay_position > 0 and s.checkpointed >= s.published
+
+        while not all(done(x.status()) for x in links):
             assert loop.time() < deadline, "relays did not catch up"
             await asyncio.sleep(0.05)
     finally:

@@ -77,6 +77,12 @@ async def run(directory: Path, url: str) -> None:
         from handsoff.federation import subjects
 
         end = (await js.stream_info(subjects.events_stream(region.region))).state.last_seq
+        from handsoff.services.auditor.region import read_all
+
+        stream = subjects.checkpoints_stream(region.region)
+        # the last checkpoint (cosignatures, in the same stream, come after it)
+        held = await read_all(js, stream, subjects.all_checkpoints(region.region))
+        checkpoints_end = max((m.seq for m in held), default=0)
         aggregator = Aggregator(region, open_key(directory, PASSPHRASE), store, nc, config)
         await aggregator.start()
         loop = asyncio.get_running_loop()
@@ -84,7 +90,18 @@ async def run(directory: Path, url: str) -> None:
         while True:
             await aggregator.step()
             state = aggregator.book.state()
-            if state is not None and state.last_seq == end and state.published == state.release:
+            witness = aggregator.witness.status()
+            witnessed = (
+                int(witness["position"]) >= checkpoints_end  # type: ignore[call-overload]
+                and witness["waiting"] == 0
+                and witness["unpublished"] == 0
+            )
+            if (
+                state is not None
+                and state.last_seq == end
+                and state.published == state.release
+                and witnessed
+            ):
                 break
             assert loop.time() < deadline, "the aggregator did not finish"
         await aggregator.stop()

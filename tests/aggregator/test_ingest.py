@@ -21,7 +21,7 @@ from nats.js.client import JetStreamContext
 
 from handsoff.events.codes import Country, PerpetratorCategory, ViolenceType, core_type
 from handsoff.federation import subjects
-from handsoff.federation.envelope import message_id, open_message, seal_headers
+from handsoff.federation.envelope import leaf, message_id, open_message, seal_headers
 from handsoff.federation.errors import EnvelopeRejected
 from handsoff.federation.natsconf import ensure_streams, stream_configs
 from handsoff.federation.region import Aggregator, Coordinator, RegionDocument
@@ -36,6 +36,7 @@ from handsoff.federation.shared import (
     validated,
 )
 from handsoff.keys import SigningKey
+from handsoff.keys.merkle import leaf_hash
 from handsoff.services.aggregator.indicators import Indicators, compute, compute_from
 from handsoff.services.aggregator.ingest import (
     REJECT_REASON,
@@ -43,6 +44,7 @@ from handsoff.services.aggregator.ingest import (
     Batch,
     Ingest,
     IngestStore,
+    Published,
     Rejected,
 )
 from handsoff.services.natsserver import EmbeddedNats
@@ -252,6 +254,36 @@ def test_store_records_in_one_transaction_and_is_idempotent(tmp_path: Path) -> N
         store.close()
 
 
+def test_published_leaves_first_wins_and_an_older_store_starts_from_accepted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ingest.sqlite"
+    store = IngestStore(path)
+    try:
+        store.record(
+            Batch(
+                3,
+                [Accepted(2, "p1", 1, encode(incident("p1", "a")), b"accepted-1")],
+                [Rejected(1, "stale_region")],
+                published=[Published(1, "p1", 1, b"first-1"), Published(3, "p1", 2, b"p1-2")],
+            )
+        )
+        # The first message under a number stands for it, accepted or not.
+        assert list(store.published_leaves("p1", 0, 5)) == [b"first-1", b"p1-2"]
+        assert store.published_count("p1", 1) == 1
+        assert store.published_count("p1", 9) == 2
+        assert store.published_count("p2", 9) == 0
+        # A store made before checkpoints: the table is made from the accepted envelopes.
+        store.connection.execute("DROP TABLE published_leaves")
+    finally:
+        store.close()
+    store = IngestStore(path)
+    try:
+        assert list(store.published_leaves("p1", 0, 5)) == [b"accepted-1"]
+    finally:
+        store.close()
+
+
 # --- against nats-server -------------------------------------------------------------------
 
 
@@ -307,6 +339,11 @@ async def test_figures_equal_the_verified_stream_and_rejects_are_quarantined(
         }
         assert await quarantined(world) == reasons
         assert store.position() == 19
+        # What each partner published, accepted or not (witness.py checks checkpoints
+        # against it): all but the message without an envelope.
+        assert store.published_count("p1", 99) == 11  # 10 accepted, the altered p1:11
+        assert store.published_count("p2", 99) == 6  # 4 accepted, the forged, the stranger's
+        assert store.published_count("p9", 99) == 1
     finally:
         store.close()
 
@@ -369,6 +406,11 @@ async def test_duplicates_beyond_the_window_and_out_of_order_steps(
         assert expected.value("incidents", "2026-03", "BW") == 2
         assert store.accepted_count() == 3
         assert store.position() == 5
+        # The first message under number 1 stands for it; the conflicting one does not.
+        assert next(store.published_leaves("p1", 0, 1)) == leaf_hash(
+            leaf(subject, headers, encode(first))
+        )
+        assert store.published_count("p1", 3) == 3
     finally:
         store.close()
 

@@ -5,6 +5,10 @@ captured at DEBUG while a whole case life runs over HTTP with a marker in every 
 field, followed by failing requests that carry personal values: bad input (422, the value in
 a wrongly typed field), conflicts (409), unknown cases (404), refused tokens (401/403), a
 body too large (413) and an integrity failure (500, which the node does log).
+
+The same canary covers the operations endpoints (/healthz, /readyz, /metrics): nothing they
+answer may hold a marker, a personal value or a case id; and the access log names routes
+(`/cases/{case_id}`), never the ids in the path.
 """
 
 from __future__ import annotations
@@ -101,6 +105,13 @@ def test_no_personal_data_in_any_log_line(every_log: pytest.LogCaptureFixture,
     assert all(value in read.text for value in personal)
     for path in ("/cases", f"/cases/{case_id}/seals", "/verification"):
         assert client.get(path, headers=h("supervisor")).status_code == 200
+    ops = [client.get("/healthz"), client.get("/readyz"),
+           client.get("/metrics", headers=h("auditor"))]
+    assert [r.status_code for r in ops] == [200, 200, 200]
+    assert 'handsoff_node_events_recorded_total{log="cases"}' in ops[2].text
+    ops_text = "\n".join(r.text for r in ops)
+    assert [v for v in [lifecycle.marker, *personal, case_id, case_id.replace("-", "")]
+            if v in ops_text] == []
     other, other_version = lifecycle.ready_for("court-judgment")
     assert client.post(f"/cases/{other}/court-withdrawal",
                        json=lifecycle.body(other_version, "court-withdrawal"),
@@ -160,6 +171,9 @@ def test_no_personal_data_in_any_log_line(every_log: pytest.LogCaptureFixture,
     assert [r.levelno for r in node_errors] == [logging.ERROR]  # the capture sees the node
     assert f"cases event {case_id} v2" in node_errors[0].getMessage()
     assert any(r.name == "httpx2" for r in records)  # and the client's request lines
+    access = [r for r in records if r.name == "handsoff.access"]
+    assert {"/cases", "/cases/{case_id}", "/metrics"} <= {r.__dict__["route"] for r in access}
+    assert [r for r in access if case_id in _record_text(r)] == []
     leaks = [(r.name, value) for r in records for value in [lifecycle.marker, *personal]
              if value in _record_text(r)]
     assert leaks == []

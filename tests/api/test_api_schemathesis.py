@@ -63,10 +63,13 @@ OPERATIONS = (
     "POST /referrals/{referral_id}/declined",
     "POST /referrals/{referral_id}/completed",
     "POST /keys/rotate",
+    "POST /checkpoint",
     "GET /users",
     "POST /users",
     "DELETE /users/{name}",
     "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
 )
 CHECKS = [
     not_a_server_error,

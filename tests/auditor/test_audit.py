@@ -80,9 +80,13 @@ async def test_clean_region_audits_clean_and_tampering_is_named(
         report = json.loads((tmp_path / "report.json").read_text())
         assert report["schema"] == "handsoff-audit-report/1"
         assert report["ok"] is True
-        assert {c["name"] for c in report["checks"]} >= {
-            "statements", "signatures", "exactly_once", "releases",
+        checks = {c["name"]: c for c in report["checks"]}
+        assert set(checks) >= {
+            "statements", "signatures", "exactly_once", "releases", "sequence",
+            "checkpoints", "cosignatures",
         }
+        assert checks["checkpoints"]["checked"] >= 3  # one per partner at least
+        assert checks["cosignatures"]["checked"] >= 3  # the aggregator witnessed them
         assert "verified: every check passed" in (tmp_path / "report.html").read_text()
 
         nc = await nats.connect(region.url)

@@ -24,6 +24,7 @@ import pytest
 
 from aggregator_support import Region, make_region
 from handsoff.federation import statements
+from handsoff.federation.checkpoints import make_checkpoint, read_checkpoint, sign_checkpoint
 from handsoff.federation.envelope import KID, MSG_ID, REGION_VERSION, SIGNATURE, signing_input
 from handsoff.federation.region import SignedRegion
 from handsoff.federation.statements import AggregateStatement
@@ -56,9 +57,9 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
 
 class World:
     def __init__(self, region: Region, revoked: SigningKey, events: list[StreamMessage],
-                 aggregates: list[StreamMessage]) -> None:
+                 aggregates: list[StreamMessage], checkpoints: list[StreamMessage]) -> None:
         self.region, self.revoked = region, revoked
-        self.events, self.aggregates = events, aggregates
+        self.events, self.aggregates, self.checkpoints = events, aggregates, checkpoints
         self.doc = region.document
         self.signers = {n.config.partner: n.signer for n in region.nodes}
         last = max(statements.verify(m.data, self.doc).inputs.last_seq for m in aggregates)
@@ -74,11 +75,13 @@ def resign(m: StreamMessage, key: SigningKey, version: int | None = None) -> Str
     return replace(m, headers=headers)
 
 
-Tamper = Callable[[random.Random, World, list[StreamMessage], list[StreamMessage]], None]
+Tamper = Callable[
+    [random.Random, World, list[StreamMessage], list[StreamMessage], list[StreamMessage]], None
+]
 
 
 def edit_payload(rng: random.Random, w: World, ev: list[StreamMessage],
-                 ag: list[StreamMessage]) -> None:
+                 ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     i = rng.choice(w.covered)
     data = bytearray(ev[i].data)
     data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
@@ -86,7 +89,7 @@ def edit_payload(rng: random.Random, w: World, ev: list[StreamMessage],
 
 
 def edit_signature(rng: random.Random, w: World, ev: list[StreamMessage],
-                   ag: list[StreamMessage]) -> None:
+                   ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     i = rng.choice(w.covered)
     headers = dict(ev[i].headers)
     sig = bytearray(bytes.fromhex(headers[SIGNATURE]))
@@ -96,19 +99,19 @@ def edit_signature(rng: random.Random, w: World, ev: list[StreamMessage],
 
 
 def delete(rng: random.Random, w: World, ev: list[StreamMessage],
-           ag: list[StreamMessage]) -> None:
+           ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     """A message in the middle: the ones after it remain."""
     del ev[rng.choice(w.covered[:-1])]
 
 
 def truncate(rng: random.Random, w: World, ev: list[StreamMessage],
-             ag: list[StreamMessage]) -> None:
+             ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     """The newest messages, down to inside what the last release covers."""
     del ev[rng.choice(w.covered[1:]):]
 
 
 def insert_forged(rng: random.Random, w: World, ev: list[StreamMessage],
-                  ag: list[StreamMessage]) -> None:
+                  ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     i = rng.choice(w.covered)
     forged = resign(ev[rng.randrange(len(ev))], SigningKey.generate())
     ev.insert(i, replace(forged, seq=ev[i].seq, time=ev[i].time))
@@ -117,25 +120,25 @@ def insert_forged(rng: random.Random, w: World, ev: list[StreamMessage],
 
 
 def reorder(rng: random.Random, w: World, ev: list[StreamMessage],
-            ag: list[StreamMessage]) -> None:
+            ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     i, j = sorted(rng.sample(w.covered, 2))
     ev[i], ev[j] = ev[j], ev[i]
 
 
 def resign_revoked(rng: random.Random, w: World, ev: list[StreamMessage],
-                   ag: list[StreamMessage]) -> None:
+                   ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     i = rng.choice([i for i in w.covered if ev[i].headers[MSG_ID].startswith("p1:")])
     ev[i] = resign(ev[i], w.revoked)
 
 
 def resign_foreign(rng: random.Random, w: World, ev: list[StreamMessage],
-                   ag: list[StreamMessage]) -> None:
+                   ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     i = rng.choice(w.covered)
     ev[i] = resign(ev[i], SigningKey.generate())
 
 
 def stale_membership(rng: random.Random, w: World, ev: list[StreamMessage],
-                     ag: list[StreamMessage]) -> None:
+                     ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     i = rng.choice(w.covered)
     partner = ev[i].headers[MSG_ID].split(":")[0]
     ev[i] = resign(ev[i], w.signers[partner], version=w.doc.version - 1)
@@ -154,7 +157,7 @@ def _altered_statement(rng: random.Random, w: World, raw: bytes) -> AggregateSta
 
 
 def alter_statement(rng: random.Random, w: World, ev: list[StreamMessage],
-                    ag: list[StreamMessage]) -> None:
+                    ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     """A figure changed and signed again with the aggregator's own key."""
     i = rng.randrange(len(ag))
     forged = statements.sign(_altered_statement(rng, w, ag[i].data), w.region.aggregator_key)
@@ -162,13 +165,24 @@ def alter_statement(rng: random.Random, w: World, ev: list[StreamMessage],
 
 
 def forge_statement(rng: random.Random, w: World, ev: list[StreamMessage],
-                    ag: list[StreamMessage]) -> None:
+                    ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     """A figure changed without the aggregator's key (the old signature kept)."""
     i = rng.randrange(len(ag))
     s = _altered_statement(rng, w, ag[i].data)
     wrapper = msgspec.json.decode(ag[i].data)
     wrapper["statement"] = msgspec.to_builtins(s)
     ag[i] = replace(ag[i], data=msgspec.json.encode(wrapper))
+
+
+def rewrite_checkpoint(rng: random.Random, w: World, ev: list[StreamMessage],
+                       ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
+    """A partner re-signs a checkpoint over history other than what it published."""
+    i = rng.choice([i for i, m in enumerate(cp) if ".checkpoints." in m.subject])
+    old = read_checkpoint(cp[i].data)
+    forged = make_checkpoint(
+        old.region, old.partner, old.size, bytes(rng.randrange(256) for _ in range(32)), 0, []
+    )
+    cp[i] = replace(cp[i], data=sign_checkpoint(forged, w.signers[old.partner]))
 
 
 # kind -> (tamper, (check, reason) that must be among the findings)
@@ -184,6 +198,7 @@ STREAM_KINDS: dict[str, tuple[Tamper, tuple[str, str]]] = {
     "stale-membership": (stale_membership, ("signatures", "stale_region")),
     "altered-statement": (alter_statement, ("releases", "release_mismatch")),
     "forged-statement": (forge_statement, ("statements", "bad_signature")),
+    "rewritten-checkpoint": (rewrite_checkpoint, ("checkpoints", "mismatch")),
 }
 
 
@@ -197,9 +212,9 @@ def stream_campaign(w: World, rng: random.Random, trials: int) -> Counter[str]:
     for n in range(trials):
         kind = kinds[n % len(kinds)]
         tamper, expected = STREAM_KINDS[kind]
-        ev, ag = list(w.events), list(w.aggregates)
-        tamper(rng, w, ev, ag)
-        report = audit_messages(w.doc, ev, ag)
+        ev, ag, cp = list(w.events), list(w.aggregates), list(w.checkpoints)
+        tamper(rng, w, ev, ag, cp)
+        report = audit_messages(w.doc, ev, ag, checkpoints=cp)
         assert not report.ok, f"stream trial {n} ({kind}) went undetected"
         assert expected in findings(report), (kind, report.findings)
         done[kind] += 1
@@ -211,18 +226,18 @@ def stream_campaign(w: World, rng: random.Random, trials: int) -> Counter[str]:
 
 def bundle_campaign(w: World, rng: random.Random, trials: int) -> Counter[str]:
     signed_region = SignedRegion.decode(w.region.region_file.read_bytes())
-    clean = new_bundle(signed_region, w.events, w.aggregates, [])
+    clean = new_bundle(signed_region, w.events, w.aggregates, w.checkpoints)
     key = w.region.aggregator_key
     assert audit_bundle(sign_bundle(clean, key)).ok
     done: Counter[str] = Counter()
     kinds = [*sorted(STREAM_KINDS), "unsigned-edit", "foreign-exporter", "region-swapped"]
     for n in range(trials):
         kind = kinds[n % len(kinds)]
-        ev, ag = list(w.events), list(w.aggregates)
+        ev, ag, cp = list(w.events), list(w.aggregates), list(w.checkpoints)
         if kind in STREAM_KINDS:  # a dishonest exporter: content changed, bundle re-signed
             tamper, expected = STREAM_KINDS[kind]
-            tamper(rng, w, ev, ag)
-            data = sign_bundle(new_bundle(signed_region, ev, ag, []), key)
+            tamper(rng, w, ev, ag, cp)
+            data = sign_bundle(new_bundle(signed_region, ev, ag, cp), key)
         elif kind == "unsigned-edit":
             data = bytearray(sign_bundle(clean, key))
             at = data.index(b'"events"') + rng.randrange(200, 2000)
@@ -331,10 +346,15 @@ async def test_a_thousand_tamperings_are_all_detected(
             js = nc.jetstream()
             events = await read_all(js, "HX_SADC_EVENTS", "hx.sadc.events.>")
             aggregates = await read_all(js, "HX_SADC_AGGREGATES", "hx.sadc.aggregates.>")
+            checkpoints = await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.checkpoints.>")
+            checkpoints += await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.witness.*")
+            checkpoints.sort(key=lambda m: m.seq)
         finally:
             await nc.close()
-        w = World(region, revoked, events, aggregates)
-        assert audit_messages(w.doc, events, aggregates).ok  # the untouched copy is clean
+        w = World(region, revoked, events, aggregates, checkpoints)
+        assert sum(".checkpoints." in m.subject for m in checkpoints) >= 3
+        clean = audit_messages(w.doc, events, aggregates, checkpoints=checkpoints)
+        assert clean.ok, clean.findings  # the untouched copy is clean
         rng = random.Random(SEED)
         stream = stream_campaign(w, rng, STREAM_TRIALS)
         bundle = bundle_campaign(w, rng, BUNDLE_TRIALS)

@@ -29,6 +29,7 @@ from handsoff.federation.natsconf import (
     load_credentials,
     nats_config,
     save_credentials,
+    server_urls,
     stream_configs,
 )
 from handsoff.federation.region import Aggregator, Coordinator, RegionDocument
@@ -179,7 +180,7 @@ def test_stream_configs() -> None:
     ]
     assert configs[EVENTS].subjects == [subjects.all_events(REGION)]
     assert configs[REFERRALS].subjects == [subjects.all_referrals(REGION)]
-    assert configs[CHECKPOINTS].subjects == ["hx.sadc.checkpoints.>"]
+    assert configs[CHECKPOINTS].subjects == ["hx.sadc.checkpoints.>", "hx.sadc.witness.*"]
     assert configs["HX_SADC_AGGREGATES"].subjects == ["hx.sadc.aggregates.>"]
     assert configs["HX_SADC_QUARANTINE"].subjects == ["hx.sadc.quarantine.>"]
     for c in configs.values():
@@ -188,6 +189,18 @@ def test_stream_configs() -> None:
         assert c.deny_purge
         assert not c.allow_rollup_hdrs
         assert c.duplicate_window == 120
+
+
+def test_server_urls_one_or_a_comma_separated_cluster() -> None:
+    assert server_urls("nats://127.0.0.1:4222") == ["nats://127.0.0.1:4222"]
+    assert server_urls("nats://a:4222,nats://b:4223, nats://c:4224 ") == [
+        "nats://a:4222",
+        "nats://b:4223",
+        "nats://c:4224",
+    ]
+    for bad in ("", " ", "nats://a:4222,", ",nats://a:4222", "nats://a:4222,,nats://b:4222"):
+        with pytest.raises(NatsConfigError, match="comma-separated"):
+            server_urls(bad)
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,11 +326,13 @@ async def test_a_partner_cannot_publish_as_another(server: Server) -> None:
             await js.publish(forged, b"forged", headers=headers("p2:1:0"))
         assert await violation_count(errors, 1) == 1
         assert violations(errors) == [f'nats: permissions violation for publish to "{forged}"']
-        # Nor on the aggregator's subjects, although `hx.sadc.*.p1.>` would match this one.
+        # Nor on the aggregator's subjects, although `hx.sadc.*.p1.>` would match this one,
+        # nor cosign its own checkpoints.
         await nc.publish(f"hx.{REGION}.aggregates.p1.fake", b"x")
         await nc.publish(subjects.aggregates(REGION, "violence-by-police"), b"x")
+        await nc.publish(subjects.witness(REGION, "p1"), b"x")
         await nc.flush()
-        assert await violation_count(errors, 3) == 3
+        assert await violation_count(errors, 4) == 4
     async with connect(server, "operator", []) as op:
         with pytest.raises(nats.js.errors.NotFoundError):
             await op.jetstream().get_last_msg(EVENTS, forged)
@@ -425,34 +440,39 @@ async def test_a_partner_reads_back_its_own_events_only(server: Server) -> None:
     async with connect(server, "p1", errors) as nc:
         js = nc.jetstream(timeout=TIMEOUT)
         await js.publish(subjects.events(REGION, "p1", "readback"), b"mine", headers=headers("rb"))
-        config = ConsumerConfig(
-            name=subjects.relay_consumer("p1"),
-            filter_subject=subjects.events_of(REGION, "p1"),
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=60.0,
-            mem_storage=True,
-        )
-        info = await js.add_consumer(EVENTS, config)
-        sub = await js.pull_subscribe_bind(subjects.relay_consumer("p1"), stream=EVENTS)
-        msgs = await sub.fetch(info.num_pending or 1, timeout=2)
-        assert msgs
-        assert {subjects.partner_of(m.subject) for m in msgs} == {"p1"}
-        await sub.unsubscribe()
-        assert await js.delete_consumer(EVENTS, subjects.relay_consumer("p1"))
+        # Through the relay's consumer, and through the checkpointer's.
+        for consumer in (subjects.relay_consumer, subjects.checkpoint_consumer):
+            config = ConsumerConfig(
+                name=consumer("p1"),
+                filter_subject=subjects.events_of(REGION, "p1"),
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=60.0,
+                mem_storage=True,
+            )
+            info = await js.add_consumer(EVENTS, config)
+            sub = await js.pull_subscribe_bind(consumer("p1"), stream=EVENTS)
+            msgs = await sub.fetch(info.num_pending or 1, timeout=2)
+            assert msgs
+            assert {subjects.partner_of(m.subject) for m in msgs} == {"p1"}
+            await sub.unsubscribe()
+            assert await js.delete_consumer(EVENTS, consumer("p1"))
         assert errors == []
-        # The same consumer name with p2's filter, or p2's consumer: refused.
-        for name, partner in (("p1", "p2"), ("p2", "p2")):
-            with pytest.raises(nats.errors.TimeoutError):
-                await js.add_consumer(
-                    EVENTS,
-                    ConsumerConfig(
-                        name=subjects.relay_consumer(name),
-                        filter_subject=subjects.events_of(REGION, partner),
-                        ack_policy=AckPolicy.NONE,
-                    ),
-                )
-        assert await violation_count(errors, 2) == 2
+        # The same consumer names with p2's filter, or p2's consumers: refused.
+        refused = 0
+        for consumer in (subjects.relay_consumer, subjects.checkpoint_consumer):
+            for name, partner in (("p1", "p2"), ("p2", "p2")):
+                with pytest.raises(nats.errors.TimeoutError):
+                    await js.add_consumer(
+                        EVENTS,
+                        ConsumerConfig(
+                            name=consumer(name),
+                            filter_subject=subjects.events_of(REGION, partner),
+                            ack_policy=AckPolicy.NONE,
+                        ),
+                    )
+                refused += 1
+        assert await violation_count(errors, refused) == refused
 
 
 async def test_the_aggregator_reads_but_cannot_destroy(server: Server) -> None:
@@ -466,6 +486,9 @@ async def test_the_aggregator_reads_but_cannot_destroy(server: Server) -> None:
             await m.ack_sync()
         await nc.publish(subjects.aggregates(REGION, "violence-by-police"), b"release")
         await nc.flush()
+        # It cosigns checkpoints: the checkpoints stream keeps the cosignatures.
+        ack = await js.publish(subjects.witness(REGION, "p1"), b"cosignature")
+        assert ack.stream == CHECKPOINTS
         assert errors == []
         stolen = await js.pull_subscribe_bind(subjects.referrals_consumer("p1"), stream=REFERRALS)
         outcomes = await asyncio.gather(  # each refusal is a timeout: wait for them together
@@ -473,12 +496,14 @@ async def test_the_aggregator_reads_but_cannot_destroy(server: Server) -> None:
             js.purge_stream(REFERRALS),
             js.update_stream(stream_configs(REGION)[0]),
             js.consumer_info(REFERRALS, subjects.referrals_consumer("p1")),
+            js.consumer_info(EVENTS, subjects.checkpoint_consumer("p1")),
             stolen.fetch(1, timeout=TIMEOUT),
             js.publish(subjects.events(REGION, "p1", "forged"), b"x"),  # a partner's subject
+            js.publish(subjects.checkpoints(REGION, "p1"), b"x"),  # nor its checkpoints
             return_exceptions=True,
         )
-        assert [type(o) for o in outcomes] == [nats.errors.TimeoutError] * 6
-        assert await violation_count(errors, 6) == 6
+        assert [type(o) for o in outcomes] == [nats.errors.TimeoutError] * 8
+        assert await violation_count(errors, 8) == 8
     async with connect(server, "operator", []) as op:
         assert (await op.jetstream().stream_info(EVENTS)).state.messages > 0
 

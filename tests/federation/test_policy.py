@@ -564,3 +564,14 @@ def test_no_personal_data_ever_leaves() -> None:
     for case in (CASE, OTHER_CASE):
         assert str(case).encode() not in everything
         assert case.hex.encode() not in everything
+
+
+def test_process_encoded_gives_the_events_and_exactly_the_bytes_encode_gives() -> None:
+    # The relay publishes these bytes: they must be encode() of the events, byte for byte.
+    log, _ = canary_log()
+    with_bytes, plain = policy(), policy()
+    pairs = [pair for case, change in log for pair in with_bytes.process_encoded(case, change)]
+    events = [event for case, change in log for event in plain.process(case, change)]
+    assert [event for event, _ in pairs] == events
+    assert [raw for _, raw in pairs] == [encode(event) for event in events]
+    assert {type(event) for event in events} == set(SHARED_TYPES)

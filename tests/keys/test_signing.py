@@ -137,6 +137,24 @@ def test_generate_sign_verify() -> None:
     assert SigningKey.from_seed(key.seed) == key
 
 
+def test_made_recognises_exactly_its_own_signature() -> None:
+    # Deterministic signing (RFC 8032): the known answer is the one this key makes.
+    key, other = SigningKey.from_seed(RFC_SEED), SigningKey.generate()
+    assert key.made(b"", RFC_SIG)
+    sig = key.sign(b"link")
+    assert key.made(b"link", sig)
+    assert key.sign(b"link") == sig
+    flipped = sig[:40] + bytes([sig[40] ^ 1]) + sig[41:]
+    for message, signature in [
+        (b"link", flipped),
+        (b"lin", sig),
+        (b"link", other.sign(b"link")),
+        (b"link", sig[:63]),
+        (b"link", b""),
+    ]:
+        assert not key.made(message, signature)
+
+
 def test_repr_hides_seed() -> None:
     key = SigningKey.from_seed(RFC_SEED)
     for text in (repr(key), str(key), f"{key}"):

@@ -16,10 +16,13 @@ do is what nats-server enforces, not what a client promises:
   subjects (`...CREATE.<stream>.<consumer>`, `...DURABLE.CREATE...`) would allow exactly that
   and are not granted;
 - read back its own stored events through `relay-<partner>` on the events stream (what the
-  relay does after a failure, to publish exactly once), filtered to its own events;
+  relay does after a failure, to publish exactly once), filtered to its own events, and
+  through `checkpoint-<partner>` (what it checkpoints: federation/checkpoints.py);
+- never publish on `hx.<region>.witness.>`: the aggregator's cosignatures of checkpoints;
 - receive replies only on its own inbox prefix `_INBOX_<partner>`, so PubAcks stay private.
 
-The `aggregator` user reads through JetStream (`$JS.API.>`), publishes aggregates and KV, and
+The `aggregator` user reads through JetStream (`$JS.API.>`), publishes aggregates, KV and
+cosignatures of checkpoints (`hx.<region>.witness.<partner>`), and
 may not delete, purge or reconfigure the region's streams nor touch partners' consumers. The
 `operator` user may do anything (it creates the streams): an ops credential, keep it offline.
 Streams deny message deletion and purging; nothing but the operator can remove them.
@@ -137,6 +140,22 @@ def save_credentials(path: Path, credentials: Credentials) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Client side
+
+
+def server_urls(nats_url: str) -> list[str]:
+    """The servers in a NATS URL setting: one URL, or several separated by commas (the
+    servers of a cluster: a client starts with any one that answers and fails over to the
+    others). `"nats://a:4222, nats://b:4222"` -> `["nats://a:4222", "nats://b:4222"]`."""
+    urls = [u.strip() for u in nats_url.split(",")]
+    if not all(urls):
+        raise NatsConfigError(
+            f"{nats_url!r} is not a NATS URL or a comma-separated list of NATS URLs"
+        )
+    return urls
+
+
+# ---------------------------------------------------------------------------------------
 # Permissions
 
 
@@ -157,6 +176,7 @@ def partner_permissions(doc: RegionDocument, partner_id: str) -> tuple[list[str]
     partner = doc.partner(partner_id)
     referrals = _api(subjects.referrals_stream(region), subjects.referrals_consumer(partner_id))
     relay = _api(subjects.events_stream(region), subjects.relay_consumer(partner_id))
+    readback = _api(subjects.events_stream(region), subjects.checkpoint_consumer(partner_id))
     publish = [
         *partner.publish,
         # its referrals: its own durable pull consumer, filtered to referrals addressed to it
@@ -169,6 +189,11 @@ def partner_permissions(doc: RegionDocument, partner_id: str) -> tuple[list[str]
         relay["info"],
         relay["next"],
         relay["delete"],
+        # reading back its own stored events to checkpoint them, no acks either
+        f"{readback['create']}.{subjects.events_of(region, partner_id)}",
+        readback["info"],
+        readback["next"],
+        readback["delete"],
     ]
     return publish, [f"{subjects.inbox_prefix(partner_id)}.>"]
 
@@ -180,6 +205,7 @@ def aggregator_permissions(doc: RegionDocument) -> tuple[list[str], list[str], l
         "$JS.API.>",
         "$JS.ACK.>",
         f"{aggregates_prefix(region)}>",
+        subjects.all_witness(region),
         subjects.all_quarantine(region),
         f"$KV.{subjects.latest_bucket(region)}.>",
     ]
@@ -191,6 +217,7 @@ def aggregator_permissions(doc: RegionDocument) -> tuple[list[str], list[str], l
         for stream, consumer in (
             (subjects.referrals_stream(region), subjects.referrals_consumer(p.id)),
             (subjects.events_stream(region), subjects.relay_consumer(p.id)),
+            (subjects.events_stream(region), subjects.checkpoint_consumer(p.id)),
         ):
             deny += [
                 f"$JS.API.CONSUMER.*.{stream}.{consumer}",
@@ -289,7 +316,8 @@ def nats_config(
     users: list[str] = []
     for p in doc.partners:
         publish, subscribe = partner_permissions(doc, p.id)
-        deny = [f"{aggregates_prefix(doc.region)}>"]  # the aggregator's, whatever publish says
+        # the aggregator's, whatever publish says
+        deny = [f"{aggregates_prefix(doc.region)}>", subjects.all_witness(doc.region)]
         users.append(_user(p.id, credentials.password(p.id), publish, subscribe, deny))
     allow, deny, subscribe = aggregator_permissions(doc)
     users.append(
@@ -336,16 +364,16 @@ def stream_configs(region: str, *, replicas: int = 1) -> list[StreamConfig]:
     """The region's streams: events, referrals, checkpoints, the aggregator's statements and
     its quarantine. Append-only, deduplicating."""
     captured = [
-        subjects.all_events(region),
-        subjects.all_referrals(region),
-        subjects.all_checkpoints(region),
-        subjects.all_aggregates(region),
-        subjects.all_quarantine(region),
+        [subjects.all_events(region)],
+        [subjects.all_referrals(region)],
+        [subjects.all_checkpoints(region), subjects.all_witness(region)],
+        [subjects.all_aggregates(region)],
+        [subjects.all_quarantine(region)],
     ]
     what = [
         "shared case events",
         "sealed referrals",
-        "signed log checkpoints",
+        "signed log checkpoints and their cosignatures",
         "signed aggregate statements",
         "messages the aggregator rejected, with the reason",
     ]
@@ -353,7 +381,7 @@ def stream_configs(region: str, *, replicas: int = 1) -> list[StreamConfig]:
         StreamConfig(
             name=name,
             description=f"handsoff region {region}: {w}",
-            subjects=[subject],
+            subjects=subject_list,
             storage=StorageType.FILE,
             num_replicas=replicas,
             deny_delete=True,
@@ -361,7 +389,7 @@ def stream_configs(region: str, *, replicas: int = 1) -> list[StreamConfig]:
             allow_rollup_hdrs=False,
             duplicate_window=DUPLICATE_WINDOW_S,
         )
-        for name, subject, w in zip(_stream_names(region), captured, what, strict=True)
+        for name, subject_list, w in zip(_stream_names(region), captured, what, strict=True)
     ]
 
 

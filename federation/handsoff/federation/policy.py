@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Final, TypeAlias
 from uuid import UUID
 
 from handsoff.events import (
@@ -74,8 +74,8 @@ from handsoff.federation.shared import (
     SharedReferralCompleted,
     SharedReferralMade,
     SharedRetraction,
+    encoded,
     month_of,
-    validated,
     whole_hours,
 )
 
@@ -102,6 +102,9 @@ _SHARED_AS: dict[type[CaseChange], type[SharedEvent] | None] = {
 }
 SHARED_AS: Mapping[type[CaseChange], type[SharedEvent] | None] = MappingProxyType(_SHARED_AS)
 
+# A shared event and its JSON bytes (shared.encoded: validated, exactly what is published).
+Encoded: TypeAlias = tuple[SharedEvent, bytes]
+
 
 @dataclass(slots=True)
 class _CaseRecord:
@@ -109,7 +112,7 @@ class _CaseRecord:
     consented: bool = False  # consent to regional statistics in force
     shared: bool = False  # something about this case has left the node
     retracted: bool = False
-    backlog: list[SharedEvent] = field(default_factory=list)
+    backlog: list[Encoded] = field(default_factory=list)
 
 
 class SharePolicy:
@@ -121,6 +124,7 @@ class SharePolicy:
         self._partner = partner
         self._pseudonyms = pseudonymiser
         self._cases: dict[UUID, _CaseRecord] = {}
+        self._case_pseudonyms: dict[UUID, str] = {}  # made once per case, not per event
 
     @property
     def partner(self) -> str:
@@ -139,6 +143,10 @@ class SharePolicy:
         """The shared events to publish, in order, after `change` (the next one of the case
         in the node's log). Raises ShareRefused, changing nothing, if the case rules refuse
         the change or it cannot be shared safely."""
+        return [event for event, _ in self.process_encoded(case_id, change)]
+
+    def process_encoded(self, case_id: UUID, change: CaseChange) -> list[Encoded]:
+        """`process`, each event with its bytes (`shared.encode(event)`, checked once)."""
         record = self._cases.get(case_id)
         try:
             state = apply(record.state if record else None, case_id, change)
@@ -157,13 +165,19 @@ class SharePolicy:
             record.shared = True
         return out
 
+    def _case(self, case_id: UUID) -> str:
+        pseudonym = self._case_pseudonyms.get(case_id)
+        if pseudonym is None:
+            pseudonym = self._case_pseudonyms[case_id] = self._pseudonyms.case(case_id)
+        return pseudonym
+
     def _release(
         self,
         case_id: UUID,
         record: _CaseRecord,
         consented_before: bool,
-        would_share: list[SharedEvent],
-    ) -> list[SharedEvent]:
+        would_share: list[Encoded],
+    ) -> list[Encoded]:
         if record.retracted:
             return []
         if record.consented:
@@ -174,8 +188,7 @@ class SharePolicy:
             record.backlog.clear()
             if not record.shared:
                 return []
-            case = self._pseudonyms.case(case_id)
-            retraction = validated(SharedRetraction(partner=self._partner, case=case))
+            retraction = encoded(SharedRetraction(partner=self._partner, case=self._case(case_id)))
             record.retracted = True
             return [retraction]
         record.backlog.extend(would_share)
@@ -183,9 +196,7 @@ class SharePolicy:
             record.backlog.clear()  # can never leave
         return []
 
-    def _would_share(
-        self, case_id: UUID, state: CaseState, change: CaseChange
-    ) -> list[SharedEvent]:
+    def _would_share(self, case_id: UUID, state: CaseState, change: CaseChange) -> list[Encoded]:
         try:
             expected = _SHARED_AS[type(change)]
         except KeyError:
@@ -198,12 +209,12 @@ class SharePolicy:
             raise ShareRefused(f"cannot share {type(change).__name__}: {e}") from None
         if type(event) is not expected:
             raise ShareRefused(f"{type(change).__name__} built a {type(event).__name__}")
-        return [validated(event)]
+        return [encoded(event)]
 
     def _build(self, case_id: UUID, state: CaseState, change: CaseChange) -> SharedEvent:
         """The shared event of `change`, from the state after it (codes, checked by the case
         rules) and the change's own times; never from a personal field."""
-        partner, case = self._partner, self._pseudonyms.case(case_id)
+        partner, case = self._partner, self._case(case_id)
         country: Country = state.incident.country
         match change:
             case IncidentReported():
@@ -261,7 +272,7 @@ class SharePolicy:
     ) -> SharedEvent:
         # Only the service type: organisation names could identify a small place.
         referral = state.referrals[change.referral_id]
-        partner, case = self._partner, self._pseudonyms.case(case_id)
+        partner, case = self._partner, self._case(case_id)
         pseudonym = self._pseudonyms.referral(case_id, change.referral_id)
         country: Country = state.incident.country
         match change:

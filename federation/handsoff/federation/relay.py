@@ -31,7 +31,7 @@ from nats.js.client import JetStreamContext
 from handsoff.federation import subjects
 from handsoff.federation.envelope import MSG_ID, message_id, seal_headers
 from handsoff.federation.policy import SharePolicy
-from handsoff.federation.shared import encode, kind_of
+from handsoff.federation.shared import kind_of
 from handsoff.keys import SigningKey
 
 log = logging.getLogger("handsoff.relay")
@@ -140,14 +140,19 @@ class Relay:
             return [], after
         s = self.settings
         signer = self.signer()
+        version = s.region_version()  # read once per batch, like the signer
+        subject_of: dict[type, str] = {}
+        process = self.policy.process_encoded
         out: list[Outgoing] = []
         for c in page:
-            for shared in self.policy.process(c.case_id, c.change):
+            for shared, payload in process(c.case_id, c.change):
                 self._numbered += 1
-                subject = subjects.events(s.region, s.partner, kind_of(type(shared)))
+                subject = subject_of.get(type(shared))
+                if subject is None:
+                    kind = kind_of(type(shared))
+                    subject = subject_of[type(shared)] = subjects.events(s.region, s.partner, kind)
                 msg_id = message_id(s.partner, self._numbered)
-                payload = encode(shared)
-                headers = seal_headers(signer, subject, msg_id, payload, s.region_version())
+                headers = seal_headers(signer, subject, msg_id, payload, version)
                 out.append(Outgoing(c.notification_id, subject, msg_id, payload, headers))
         self.status.head = max(self.status.head, page[-1].notification_id)
         return out, page[-1].notification_id

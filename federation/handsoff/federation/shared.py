@@ -108,11 +108,16 @@ UTC_OFFSET_HOURS: Mapping[Country, int] = MappingProxyType(
 )
 
 
+_ZONES: Mapping[Country, timezone] = MappingProxyType(
+    {c: timezone(timedelta(hours=h)) for c, h in UTC_OFFSET_HOURS.items()}
+)
+
+
 def month_of(when: datetime, country: Country) -> str:
     """The calendar month ("2026-03") of an aware `when` in `country`'s standard time."""
     if when.tzinfo is None or when.utcoffset() is None:
         raise ShareRefused("a naive datetime has no month (which time zone?)")
-    local = when.astimezone(timezone(timedelta(hours=UTC_OFFSET_HOURS[Country(country)])))
+    local = when.astimezone(_ZONES[Country(country)])
     return f"{local.year:04d}-{local.month:02d}"
 
 
@@ -257,7 +262,7 @@ def kind_of(shared_type: type) -> str:
 def validated(event: SharedEvent) -> SharedEvent:
     """`event` as decoded from its own bytes: Struct constructors check no pattern or bound,
     so an event built in code is checked like one from the wire. ShareRefused if invalid."""
-    return _DECODER.decode(encode(event))
+    return encoded(event)[0]
 
 
 def encode(event: SharedEvent) -> bytes:
@@ -266,14 +271,20 @@ def encode(event: SharedEvent) -> bytes:
     Refuses (ShareRefused) anything that is not a shared event type, so a case change or any
     other Struct can never be published by mistake.
     """
+    return encoded(event)[1]
+
+
+def encoded(event: SharedEvent) -> tuple[SharedEvent, bytes]:
+    """`validated(event)` and `encode(event)` at the cost of one check: the bytes, and the
+    event decoded from them. Encoding the decoded event gives the same bytes (the same
+    field values in the same order), so the bytes are what `encode` of either returns."""
     if type(event) not in _KINDS:
         raise ShareRefused(f"{type(event).__name__} is not a shared event type")
     raw = _ENCODER.encode(event)
     try:
-        _DECODER.decode(raw)
+        return _DECODER.decode(raw), raw
     except msgspec.MsgspecError as e:
         raise ShareRefused(f"invalid {type(event).__name__}: {e}") from None
-    return raw
 
 
 def decode(raw: bytes) -> SharedEvent:

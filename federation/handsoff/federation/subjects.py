@@ -6,11 +6,16 @@ a nats-server permission `hx.<region>.*.<partner>.>` is all a partner needs:
     hx.<region>.events.<partner>.<kind>           consented, pseudonymised case events
     hx.<region>.referrals.<partner>.<to_partner>  sealed referrals between partners
     hx.<region>.checkpoints.<partner>.log         signed log checkpoints (issue #6)
+    hx.<region>.witness.<partner>                 the aggregator's cosignatures of them
     hx.<region>.aggregates.<indicator>            the aggregator's releases (issue #4)
     hx.<region>.quarantine.<reason>               messages the aggregator rejected, and why
 
-Streams (file storage, deny delete and purge): HX_<R>_EVENTS, _REFERRALS, _CHECKPOINTS,
-_AGGREGATES, _QUARANTINE; KeyValue bucket HX_<R>_LATEST (latest statement per indicator).
+The witness subject has four tokens, so no partner pattern `hx.<region>.*.<partner>.>`
+matches it: only the aggregator publishes cosignatures.
+
+Streams (file storage, deny delete and purge): HX_<R>_EVENTS, _REFERRALS, _CHECKPOINTS (it
+holds the checkpoints and the cosignatures), _AGGREGATES, _QUARANTINE; KeyValue bucket
+HX_<R>_LATEST (latest statement per indicator).
 """
 
 from __future__ import annotations
@@ -56,6 +61,15 @@ def checkpoints(region: str, partner: str) -> str:
     return f"{PREFIX}.{token(region)}.checkpoints.{token(partner)}.log"
 
 
+def witness(region: str, partner: str) -> str:
+    """The aggregator's cosignatures of a partner's checkpoints."""
+    return f"{PREFIX}.{token(region)}.witness.{token(partner)}"
+
+
+def all_witness(region: str) -> str:
+    return f"{PREFIX}.{token(region)}.witness.*"
+
+
 def aggregates(region: str, indicator: str) -> str:
     return f"{PREFIX}.{token(region)}.aggregates.{token(indicator)}"
 
@@ -94,6 +108,12 @@ def referrals_consumer(partner: str) -> str:
 def relay_consumer(partner: str) -> str:
     """The short-lived consumer a relay uses to read back its own stored messages."""
     return f"relay-{token(partner)}"
+
+
+def checkpoint_consumer(partner: str) -> str:
+    """The short-lived consumer a node uses to read back its own stored events, to
+    checkpoint them."""
+    return f"checkpoint-{token(partner)}"
 
 
 def referrals_stream(region: str) -> str:

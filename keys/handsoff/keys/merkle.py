@@ -8,7 +8,7 @@ A proof binds leaves to a root, not to a tree size: only a signed (size, root) p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from handsoff.keys.errors import KeysError, MerkleProofError
 
@@ -149,18 +149,32 @@ def consistency_proof(size1: int, size2: int, leaf_hashes: Sequence[bytes]) -> l
             f"no consistency proof from size {size1} to size {size2} "
             f"over {len(leaf_hashes)} leaves (needs 0 < size1 <= size2 <= leaves)"
         )
+    return consistency_proof_by(size1, size2, lambda lo, hi: _range_root(leaf_hashes, lo, hi))
+
+
+def consistency_proof_by(
+    size1: int, size2: int, subtree_root: Callable[[int, int], bytes]
+) -> list[bytes]:
+    """PROOF(size1, D[size2]) from `subtree_root(lo, hi)`, the MTH of leaves lo..hi-1.
+
+    For leaves kept outside memory (a table of leaf hashes): the proof needs O(log n) such
+    roots over disjoint ranges, so each leaf is read at most once."""
+    if not 0 < size1 <= size2:
+        raise KeysError(
+            f"no consistency proof from size {size1} to size {size2} (needs 0 < size1 <= size2)"
+        )
     path: list[bytes] = []  # SUBPROOF unrolled: collected outermost first, returned reversed
     lo, hi, m, whole = 0, size2, size1, True
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            path.append(_range_root(leaf_hashes, lo + k, hi))
+            path.append(subtree_root(lo + k, hi))
             hi = lo + k
         else:
-            path.append(_range_root(leaf_hashes, lo, lo + k))
+            path.append(subtree_root(lo, lo + k))
             lo, m, whole = lo + k, m - k, False
     if not whole:
-        path.append(_range_root(leaf_hashes, lo, hi))
+        path.append(subtree_root(lo, hi))
     path.reverse()
     return path
 

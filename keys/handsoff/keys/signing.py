@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 import nacl.utils
@@ -61,12 +63,14 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> Non
 class SigningKey:
     """An Ed25519 private key. Its repr shows only the key id, never the seed."""
 
-    __slots__ = ("_kid", "_sk")
+    __slots__ = ("_kid", "_secret", "_sk")
 
     def __init__(self, seed: bytes) -> None:
         if not isinstance(seed, bytes) or len(seed) != SEED_LEN:
             raise KeysError(f"an Ed25519 seed must be {SEED_LEN} bytes")
         self._sk = nacl.signing.SigningKey(seed)
+        # seed | public key: the secret key libsodium signs with (what nacl.signing holds)
+        self._secret: bytes = nacl.bindings.crypto_sign_seed_keypair(seed)[1]
         self._kid = key_id(self.public_key)
 
     @classmethod
@@ -92,9 +96,25 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         """Detached 64-byte signature over message."""
         try:
-            return self._sk.sign(message).signature
+            # The binding nacl.signing.SigningKey.sign calls, without its SignedMessage
+            # wrapping (signing is on the relay's hot path: twice and more per message).
+            return nacl.bindings.crypto_sign(message, self._secret)[:SIGNATURE_LEN]
         except (nacl.exceptions.CryptoError, TypeError) as e:  # cffi raises a bare TypeError
             raise KeysError(f"cannot sign with key {kid_hex(self._kid)}: {e}") from e
+
+    def made(self, message: bytes, signature: bytes) -> bool:
+        """Whether `signature` is exactly the signature this key makes over `message`.
+
+        A cheaper check of one's own signatures (one signing, ~2.5x faster than a
+        verification): Ed25519 signing is deterministic (RFC 8032 5.1.6), and a signature
+        this key made verifies under its public key, so True implies that
+        `verify_signature(self.public_key, message, signature)` passes. False says nothing
+        (a valid signature made by another implementation, with another nonce, differs):
+        the caller then verifies. The signature made here is only compared, in constant
+        time, never returned, so reading attacker-written data does not turn this into a
+        signing oracle.
+        """
+        return hmac.compare_digest(self.sign(message), signature)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SigningKey):

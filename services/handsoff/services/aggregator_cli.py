@@ -19,6 +19,7 @@ from handsoff.services.aggregator.service import (
     init_aggregator,
 )
 from handsoff.services.cli import EXIT_BROKEN, KDF_OPTION, passphrase
+from handsoff.services.logs import add_log_options, configure_logging
 
 
 def _out(line: str = "") -> None:
@@ -57,6 +58,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from handsoff.services.aggregator.service import serve
 
+    configure_logging(args.log_format, args.log_level)
     config = _config(args)
 
     def ready(_: object, port: int) -> None:
@@ -102,6 +104,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from handsoff.services.aggregator.ingest import IngestStore
     from handsoff.services.aggregator.releases import ReleaseBook
+    from handsoff.services.aggregator.witness import WitnessBook
 
     paths = AggregatorPaths(args.dir)
     if not paths.store.exists():
@@ -115,6 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "rejected": store.rejected_by_reason(),
             "release": state.release if state else 0,
             "published": state.published if state else 0,
+            "checkpoints": WitnessBook(store).status(),
         }
     finally:
         store.close()
@@ -125,7 +129,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _with_nats(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, required=True, help="the aggregator folder")
     p.add_argument("--region", type=Path, help="a signed region file to take on")
-    p.add_argument("--nats", required=True, help="the region's NATS URL")
+    p.add_argument(
+        "--nats",
+        required=True,
+        help="the region's NATS URL (a cluster's servers: several, comma-separated)",
+    )
     p.add_argument("--user", default="aggregator", help="NATS user (default aggregator)")
     p.add_argument("--password-file", type=Path, help="file holding the NATS password")
     p.add_argument("--k", type=int, default=DEFAULT_K, help="disclosure threshold (default 5)")
@@ -147,6 +155,7 @@ def add_aggregator_commands(sub: Any) -> None:
     serve = _with_nats(ags.add_parser("serve", help="ingest, release and serve the feeds"))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8700)
+    add_log_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     rebuild = _with_nats(

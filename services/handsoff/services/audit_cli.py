@@ -124,9 +124,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             aggregates = await read_all(
                 js, subjects.aggregates_stream(r), subjects.all_aggregates(r)
             )
-            checkpoints = await read_all(
-                js, subjects.checkpoints_stream(r), subjects.all_checkpoints(r)
-            )
+            stream = subjects.checkpoints_stream(r)
+            checkpoints = await read_all(js, stream, subjects.all_checkpoints(r))
+            checkpoints += await read_all(js, stream, subjects.all_witness(r))
+            checkpoints.sort(key=lambda m: m.seq)
         finally:
             await nc.close()
         bundle = new_bundle(signed_region, events, aggregates, checkpoints)

@@ -23,6 +23,7 @@ from handsoff.keys import (
     passphrase_from_env,
 )
 from handsoff.services.errors import ServiceError
+from handsoff.services.logs import add_log_options
 from handsoff.services.node.admin import Role
 from handsoff.services.node.config import NodeConfig, NodePaths, PostgresSettings, load_config
 from handsoff.services.node.node import Node, exclusive
@@ -96,7 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from handsoff.services.api import create_app
+    from handsoff.services.logs import configure_logging
 
+    configure_logging(args.log_format, args.log_level)
     paths = NodePaths(args.dir)
     with exclusive(paths):
         secret = passphrase(os.environ)
@@ -117,7 +120,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # whatever handler was there before: make that a no-op so we close and exit 0.
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: None)
-            uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+            # log_config=None: uvicorn's lines take the structured format configured above;
+            # its access log (client address, full path with case ids) is off: the API logs
+            # each request by route template instead (handsoff.services.ops.AccessLog).
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                log_level=args.log_level,
+                server_header=False,
+                log_config=None,
+                access_log=False,
+            )
         finally:
             node.close()
     return 0
@@ -135,6 +149,7 @@ def cmd_join(args: argparse.Namespace) -> int:
             nats_user=args.user or node.config.partner,
             nats_password_file=str(args.password_file.resolve()) if args.password_file else None,
             publish_interval=args.publish_interval,
+            checkpoint_interval=args.checkpoint_interval,
         )
         save_config(node.paths, msgspec.structs.replace(node.config, federation=settings))
     finally:
@@ -142,6 +157,32 @@ def cmd_join(args: argparse.Namespace) -> int:
     _out(
         f"joined region {doc.region} (version {doc.version}); relaying to {args.nats} "
         "when the node serves"
+    )
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from handsoff.services.node.link import publish_checkpoint
+    from handsoff.services.node.node import NodeBusy
+
+    paths = NodePaths(args.dir)
+    try:
+        with exclusive(paths):
+            node = Node.open(args.dir, passphrase(os.environ))
+            try:
+                checkpoint = asyncio.run(publish_checkpoint(node))
+            finally:
+                node.close()
+    except NodeBusy:
+        raise CliError(
+            f"node {args.dir} is serving: it publishes checkpoints itself; for one now, "
+            "POST /checkpoint (admin)"
+        ) from None
+    _out(
+        f"checkpoint of {checkpoint.partner}: {checkpoint.size} message(s), root "
+        f"{checkpoint.root} (previous checkpoint: {checkpoint.previous_size})"
     )
     return 0
 
@@ -319,6 +360,7 @@ def _add_node_commands(ns: Any) -> None:
     serve = with_dir(ns.add_parser("serve", help="serve the HTTP API"))
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    add_log_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     join = with_dir(ns.add_parser("join", help="join a region (signed region document)"))
@@ -336,7 +378,21 @@ def _add_node_commands(ns: Any) -> None:
         default=300.0,
         help="seconds between publishing rounds (default 300)",
     )
+    join.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=600.0,
+        help="seconds between signed checkpoints of what was published (default 600)",
+    )
     join.set_defaults(func=cmd_join)
+
+    checkpoint = with_dir(
+        ns.add_parser(
+            "checkpoint",
+            help="publish a signed checkpoint of what the node has shared, now (not serving)",
+        )
+    )
+    checkpoint.set_defaults(func=cmd_checkpoint)
 
     users = ns.add_parser("users", help="API users and their tokens")
     us = users.add_subparsers(dest="users_command", required=True)

@@ -3,7 +3,10 @@
 A typical round: each coordinator makes a key (`coordinator-key`), one of them drafts the
 document (`init`, `add-partner`, ...), every change makes a new unsigned version, enough
 coordinators `sign` it, and the operator of the region's nats-server runs `nats-config`
-(which refuses a document without enough valid signatures) and `streams`.
+(which refuses a document without enough valid signatures) and `streams`. For a cluster, the
+compose file in deploy/ and partners behind a leaf node, `deploy` writes every server's
+configuration (services/handsoff/services/deploy_gen.py), and each leaf partner runs
+`leaf-streams` against its own server.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import msgspec
 
 from handsoff.federation.natsconf import (
     OPERATOR_USER,
-    ensure_streams,
     generate_credentials,
     load_credentials,
     nats_config,
@@ -49,6 +51,18 @@ from handsoff.keys import (
     write_key_file,
 )
 from handsoff.services.cli import CliError
+from handsoff.services.deploy_gen import (
+    CLIENT_PORT,
+    LEAF_PORT,
+    MONITOR_PORT,
+    DeployRequest,
+    HubLayout,
+    deploy_credentials,
+    ensure_hub_streams,
+    ensure_leaf_streams,
+    numbered_hosts,
+    write_deployment,
+)
 
 CONFIG_FILE = "nats-server.conf"
 CREDENTIALS_FILE = "credentials.json"
@@ -379,6 +393,106 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accepted(args: argparse.Namespace) -> tuple[SignedRegion, RegionDocument]:
+    """The region file, if it is signed enough to deploy (see `accept`)."""
+    signed = load_region(args.file)
+    held = load_region(args.held).document if args.held else None
+    trusted = [_public_key(k, "--trust-coordinator") for k in args.trust_coordinator] or None
+    return signed, accept(signed, held=held, trusted_coordinators=trusted, now=datetime.now(UTC))
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    signed, doc = _accepted(args)
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise CliError(f"cannot create {out}: {e.strerror or e}") from None
+    hosts = tuple(args.hub_host) or numbered_hosts(args.servers)
+    layout = HubLayout(
+        hosts=hosts,
+        listen_host=args.listen_host,
+        client_port=args.port,
+        leaf_port=args.leaf_port,
+        monitor_port=args.monitor_port,
+        store_dir=args.store_dir,
+    )
+    request = DeployRequest(
+        layout=layout,
+        leaves=tuple(args.leaf),
+        leaf_remotes=tuple(args.leaf_remote),
+        leaf_store_dir=args.leaf_store_dir,
+        leaf_client_port=args.leaf_client_port,
+        leaf_monitor_port=args.leaf_monitor_port,
+        compose_nodes=tuple(args.compose_node),
+    )
+    credentials_path: Path = args.credentials or out / CREDENTIALS_FILE
+    previous = load_credentials(credentials_path) if credentials_path.exists() else None
+    credentials = deploy_credentials(doc, request.leaves, previous)
+    save_credentials(credentials_path, credentials)  # first: the files below use them
+    written = write_deployment(signed, doc, credentials, out, request)
+    _out(
+        f"region {doc.region} version {doc.version}: {len(hosts)} hub server(s), "
+        f"{len(doc.partners)} partner(s), {len(request.leaves)} behind a leaf node"
+    )
+    for path in written:
+        _out(f"  {path}")
+    _out(f"  {credentials_path} (every password; keep it with the region's operator)")
+    _note(
+        "hand each partner only its own partners/<id>/ folder; then "
+        f"`handsoff region streams --credentials {credentials_path} --url ... "
+        f"--replicas {min(len(hosts), 3)}"
+        + "".join(f" --leaf {p}" for p in request.leaves)
+        + "` creates the streams"
+    )
+    return 0
+
+
+def cmd_leaf_streams(args: argparse.Namespace) -> int:
+    import nats
+    import nats.errors
+    import nats.js.errors
+
+    from handsoff.federation import subjects
+
+    doc = load_region(args.file).document
+    doc.partner(args.partner)  # UnknownPartner if not a member
+    try:
+        password = args.password_file.read_text().strip()
+    except OSError as e:
+        raise CliError(f"cannot read {args.password_file}: {e.strerror or e}") from None
+    errors: list[str] = []
+
+    async def on_error(e: Exception) -> None:
+        errors.append(str(e) or type(e).__name__)
+
+    async def run() -> list[str]:
+        nc = await nats.connect(
+            args.url,
+            user=args.partner,
+            password=password,
+            inbox_prefix=subjects.inbox_prefix(args.partner),
+            error_cb=on_error,
+            connect_timeout=5,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
+        )
+        try:
+            infos = await ensure_leaf_streams(nc.jetstream(timeout=5), doc.region, args.partner)
+            return [f"{i.config.name}: {i.state.messages} message(s)" for i in infos]
+        finally:
+            await nc.close()
+
+    try:
+        lines = asyncio.run(run())
+    except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as e:
+        cause = errors[-1] if errors else str(e) or type(e).__name__
+        raise CliError(f"cannot set up the leaf's streams at {args.url}: {cause}") from None
+    for line in lines:
+        _out(line)
+    return 0
+
+
 def cmd_streams(args: argparse.Namespace) -> int:
     import nats
     import nats.errors
@@ -404,8 +518,15 @@ def cmd_streams(args: argparse.Namespace) -> int:
             reconnect_time_wait=0.2,
         )
         try:
-            infos = await ensure_streams(nc.jetstream(), credentials.region)
-            return [f"{i.config.name}: {i.state.messages} message(s)" for i in infos]
+            infos = await ensure_hub_streams(
+                nc.jetstream(), credentials.region, args.leaf, replicas=args.replicas
+            )
+            lines = []
+            for i in infos:
+                lines.append(f"{i.config.name}: {i.state.messages} message(s)")
+                if i.config.sources:
+                    lines += await _source_lines(nc, i.config.name or "")
+            return lines
         finally:
             await nc.close()
 
@@ -417,6 +538,25 @@ def cmd_streams(args: argparse.Namespace) -> int:
     for line in lines:
         _out(line)
     return 0
+
+
+async def _source_lines(nc: Any, stream: str) -> list[str]:
+    """One line per leaf a hub stream sources: how far behind, how long since last heard.
+    (Read raw: nats-py's StreamSourceInfo drops which leaf a source is.)"""
+    import json
+
+    reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)
+    lines = []
+    for source in json.loads(reply.data).get("sources") or []:
+        origin = (source.get("external") or {}).get("api") or source.get("name")
+        active = source.get("active", -1)
+        heard = "never heard from" if active < 0 else f"last heard {active / 1e9:.1f} s ago"
+        error = source.get("error")
+        lines.append(
+            f"  from {origin}: {source.get('lag', 0)} message(s) behind, {heard}"
+            + (f", error: {error.get('description', error)}" if error else "")
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------------------------
@@ -522,4 +662,114 @@ def _add_key_and_nats_commands(rs: Any) -> None:
     st = rs.add_parser("streams", help="create or update the region's JetStream streams")
     st.add_argument("--credentials", type=Path, required=True, help="from `nats-config`")
     st.add_argument("--url", default="nats://127.0.0.1:4222")
+    st.add_argument(
+        "--replicas", type=int, default=1, help="copies of each stream (3 on a 3-server cluster)"
+    )
+    st.add_argument(
+        "--leaf",
+        action="append",
+        default=[],
+        metavar="PARTNER",
+        help="source this partner's leaf node (repeat); sources already set are kept",
+    )
     st.set_defaults(func=cmd_streams)
+
+    _add_deploy_commands(rs)
+
+
+def _add_deploy_commands(rs: Any) -> None:
+    dp = with_file(
+        rs.add_parser(
+            "deploy",
+            help="write the hub's nats-server configurations, leaf nodes' and compose secrets",
+        )
+    )
+    dp.add_argument("--out", type=Path, required=True, help="directory to write into")
+    dp.add_argument(
+        "--credentials",
+        type=Path,
+        help="the region's NATS passwords, kept and extended (default OUT/credentials.json)",
+    )
+    dp.add_argument("--servers", type=int, default=3, help="hub servers nats-1..N (default 3)")
+    dp.add_argument(
+        "--hub-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a hub server's host name, as the others reach it (repeat; replaces --servers)",
+    )
+    dp.add_argument("--listen-host", default="0.0.0.0", help="where the hub servers listen")  # noqa: S104
+    dp.add_argument("--port", type=int, default=CLIENT_PORT, help="client port")
+    dp.add_argument("--leaf-port", type=int, default=LEAF_PORT, help="leaf node port of the hub")
+    dp.add_argument(
+        "--monitor-port",
+        type=int,
+        default=MONITOR_PORT,
+        help="monitoring port (/healthz) on 127.0.0.1; 0 for none",
+    )
+    dp.add_argument(
+        "--store-dir", type=Path, default=Path("/data/jetstream"), help="the hub's JetStream store"
+    )
+    dp.add_argument(
+        "--leaf",
+        action="append",
+        default=[],
+        metavar="PARTNER",
+        help="a partner running its own nats-server as a leaf node (repeat)",
+    )
+    dp.add_argument(
+        "--leaf-remote",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="the hub's leaf address as partners reach it (repeat; default every hub host)",
+    )
+    dp.add_argument(
+        "--leaf-store-dir",
+        type=Path,
+        default=Path("/var/lib/handsoff-nats/jetstream"),
+        help="a leaf's JetStream store on the partner's machine",
+    )
+    dp.add_argument(
+        "--leaf-client-port",
+        type=int,
+        default=CLIENT_PORT,
+        help="where a leaf listens, on 127.0.0.1, for its node (default 4222)",
+    )
+    dp.add_argument(
+        "--leaf-monitor-port",
+        type=int,
+        default=MONITOR_PORT,
+        help="a leaf's monitoring port on 127.0.0.1 (/healthz, /leafz); 0 for none",
+    )
+    dp.add_argument(
+        "--compose-node",
+        action="append",
+        default=[],
+        metavar="PARTNER",
+        help="the partner of node-a, then node-b, in deploy/compose.yaml",
+    )
+    dp.add_argument(
+        "--held", type=Path, help="the region file deployed so far (its coordinators must sign)"
+    )
+    dp.add_argument(
+        "--trust-coordinator",
+        action="append",
+        default=[],
+        metavar="HEXPUBKEY",
+        help="for a first deployment: only these coordinator keys count (repeat)",
+    )
+    dp.set_defaults(func=cmd_deploy)
+
+    ls = with_file(
+        rs.add_parser("leaf-streams", help="create a leaf partner's streams on its own server")
+    )
+    ls.add_argument("--partner", required=True, help="your partner id")
+    ls.add_argument("--url", default="nats://127.0.0.1:4222", help="your own nats-server")
+    ls.add_argument(
+        "--password-file",
+        type=Path,
+        required=True,
+        help="your NATS password (partners/<id>/nats-password)",
+    )
+    ls.set_defaults(func=cmd_leaf_streams)

@@ -8,6 +8,10 @@ coordinator dashboard (static files shipped in the package; no CDN, works offlin
     GET /api/releases/latest/<indicator>    one signed statement
     GET /api/stream                         SSE: "event: release" with {"release": n}
     GET /healthz, /readyz                   liveness, readiness (a release exists)
+    GET /metrics                            Prometheus figures (aggregator/metrics.py)
+
+Every route is open: the feeds are public, and so is every figure /metrics shows (region
+totals, published at each release anyway). Requests are logged by route, not path.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from typing import Final
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client.registry import Collector
+from starlette.requests import Request
 
 from handsoff.services.aggregator.feed import ReleaseFeed
+from handsoff.services.ops import AccessLog, exposition, registry_of
 
 DASHBOARD: Final = Path(__file__).parent / "dashboard"
 KEEPALIVE_S: Final = 15.0
@@ -36,9 +43,12 @@ def create_app(
     feed: ReleaseFeed,
     *,
     status: Callable[[], dict[str, object]] | None = None,
+    metrics: Collector | None = None,
     keepalive: float = KEEPALIVE_S,
 ) -> FastAPI:
     app = FastAPI(title="handsoff aggregator", docs_url=None, redoc_url=None)
+    app.add_middleware(AccessLog)
+    registry = registry_of() if metrics is None else registry_of(metrics)
     app.mount("/assets", StaticFiles(directory=DASHBOARD), name="assets")
 
     @app.get("/", include_in_schema=False)
@@ -107,5 +117,11 @@ def create_app(
         ready = feed.latest is not None
         body: dict[str, object] = {"ready": ready, **(status() if status else {})}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        # On the event loop's thread, not a worker's: the collector reads the aggregator's
+        # SQLite connection, which belongs to this thread (single-row reads only).
+        return exposition(registry, request.headers.get("accept"))
 
     return app

@@ -12,6 +12,11 @@ message is identified for ever by (partner, number): `accepted` has that primary
 duplicate published after the stream's duplicate window changes nothing; a *different*
 payload under a number already accepted is rejected ("conflict").
 
+Every message that stands for a (partner, number) in its partner's published log
+(checkpoints.published_leaf: accepted or not) also leaves its leaf hash in
+`published_leaves`, the first per (partner, number) in stream order: what the witness checks
+partners' signed checkpoints against (witness.py).
+
 Crash safety: the accepted rows, the rejected rows and the new position are committed in one
 transaction, and only then are the messages acked. A crash before the commit loses nothing
 (the messages are redelivered); a crash after it counts nothing twice (redelivered messages
@@ -37,7 +42,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
-from handsoff.federation import envelope, shared, subjects
+from handsoff.federation import checkpoints, envelope, shared, subjects
 from handsoff.federation.errors import EnvelopeRejected
 from handsoff.federation.region import RegionDocument
 from handsoff.keys.merkle import leaf_hash
@@ -70,6 +75,16 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A message of a partner's published log (checkpoints.published_leaf), accepted or not."""
+
+    stream_seq: int
+    partner: str
+    number: int
+    leaf: bytes
+
+
+@dataclass(frozen=True)
 class Batch:
     """What one batch of messages established, up to and including stream seq `position`."""
 
@@ -77,6 +92,7 @@ class Batch:
     accepted: Sequence[Accepted] = ()
     rejected: Sequence[Rejected] = ()
     as_of: datetime | None = None  # the stream timestamp of message `position`
+    published: Sequence[Published] = ()  # in stream order (accepted ones count anyway)
 
 
 _SCHEMA = """
@@ -100,6 +116,20 @@ CREATE TABLE IF NOT EXISTS position (
 );
 """
 
+_PUBLISHED_SCHEMA = (
+    """CREATE TABLE published_leaves (
+    partner TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    stream_seq INTEGER NOT NULL,
+    leaf BLOB NOT NULL,
+    PRIMARY KEY (partner, number)
+)""",
+    # A store made before checkpoints (issue #6) starts from its accepted envelopes.
+    """INSERT INTO published_leaves (partner, number, stream_seq, leaf)
+    SELECT partner, number, stream_seq, leaf FROM accepted""",
+)
+_HAS_PUBLISHED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'published_leaves'"
+
 
 class IngestStore:
     """The aggregator's figures and position: one SQLite file (WAL, synchronous=FULL)."""
@@ -111,7 +141,21 @@ class IngestStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if not self._db.execute(_HAS_PUBLISHED).fetchone():
+            self._create_published()
         tally.create_schema(self._db)
+
+    def _create_published(self) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not db.execute(_HAS_PUBLISHED).fetchone():  # not made meanwhile by another
+                for statement in _PUBLISHED_SCHEMA:
+                    db.execute(statement)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -150,6 +194,14 @@ class IngestStore:
                 "INSERT OR IGNORE INTO rejected (stream_seq, reason) VALUES (?, ?)",
                 [(r.stream_seq, r.reason) for r in batch.rejected],
             )
+            db.executemany(
+                "INSERT OR IGNORE INTO published_leaves (partner, number, stream_seq, leaf) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    *((p.partner, p.number, p.stream_seq, p.leaf) for p in batch.published),
+                    *((a.partner, a.number, a.stream_seq, a.leaf) for a in batch.accepted),
+                ],
+            )
             db.execute(
                 "INSERT INTO position (id, stream_seq, as_of) VALUES (1, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET as_of = excluded.as_of, "
@@ -180,6 +232,24 @@ class IngestStore:
         for partner, number, payload in rows:
             ledger.add(partner, number, shared.decode(payload))
         return ledger
+
+    def published_count(self, partner: str, upto: int) -> int:
+        """How many of a partner's messages 1..upto the stream has shown so far."""
+        row = self._db.execute(
+            "SELECT count(*) FROM published_leaves WHERE partner = ? AND number <= ?",
+            (partner, upto),
+        ).fetchone()
+        return int(row[0])
+
+    def published_leaves(self, partner: str, after: int, upto: int) -> Iterator[bytes]:
+        """The leaf hashes of a partner's published messages after..upto, in number order."""
+        rows = self._db.execute(
+            "SELECT leaf FROM published_leaves WHERE partner = ? AND number > ? AND number <= ? "
+            "ORDER BY number",
+            (partner, after, upto),
+        )
+        for (leaf,) in rows:
+            yield bytes(leaf)
 
     def rejected_by_reason(self) -> dict[str, int]:
         rows = self._db.execute("SELECT reason, count(*) FROM rejected GROUP BY reason")
@@ -293,6 +363,7 @@ class Ingest:
         accepted: list[Accepted] = []
         in_batch: dict[tuple[str, int], bytes] = {}
         rejected: list[Rejected] = []
+        published: list[Published] = []
         later: list[Msg] = []
         # The stream's sequence has no holes (delete and purge are denied), so messages are
         # taken strictly in order: one after a gap waits (nak) until the gap is filled.
@@ -305,6 +376,9 @@ class Ingest:
                 later.append(m)
                 continue
             new_position, as_of = seq, m.metadata.timestamp
+            stands_for = checkpoints.published_leaf(m.subject, m.headers, m.data)
+            if stands_for is not None:
+                published.append(Published(seq, *stands_for))
             try:
                 opened = envelope.open_message(
                     self.region, m.subject, m.headers, m.data, m.metadata.timestamp, shared.decode
@@ -327,13 +401,17 @@ class Ingest:
                 result.duplicates += 1
                 continue
             in_batch[key] = m.data
-            leaf = leaf_hash(envelope.leaf(m.subject, m.headers or {}, m.data))
+            leaf = (  # an envelope that verifies always stands for its number
+                stands_for.leaf
+                if stands_for is not None
+                else leaf_hash(envelope.leaf(m.subject, m.headers or {}, m.data))
+            )
             accepted.append(
                 Accepted(seq, opened.partner, opened.number, m.data, leaf, opened.event)
             )
             result.accepted += 1
         if new_position > position:
-            self.store.record(Batch(new_position, accepted, rejected, as_of))
+            self.store.record(Batch(new_position, accepted, rejected, as_of, published))
         if not self.replay:
             await self._ack(m for m in msgs if m not in later)
             for m in later:

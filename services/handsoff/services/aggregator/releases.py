@@ -82,6 +82,13 @@ class ReleaseBook:
         memory = msgspec.json.decode(row[2], type=SuppressionMemory)
         return ReleaseState(int(row[0]), int(row[1]), memory, int(row[3]))
 
+    def numbers(self) -> tuple[int, int]:
+        """(the newest release kept, the newest published): one row, no memory decoded."""
+        row = self._db.execute(
+            "SELECT release, published FROM release_state WHERE id = 1"
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def signed(self, number: int) -> list[bytes]:
         rows = self._db.execute(
             "SELECT signed FROM releases WHERE release = ? ORDER BY indicator", (number,)

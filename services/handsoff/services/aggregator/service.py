@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from handsoff.federation import subjects
-from handsoff.federation.natsconf import AGGREGATOR_USER
+from handsoff.federation.natsconf import AGGREGATOR_USER, server_urls
 from handsoff.federation.region import (
     RegionDocument,
     accept,
@@ -46,6 +47,7 @@ from handsoff.services.aggregator.releases import (
     ensure_latest_bucket,
     publish,
 )
+from handsoff.services.aggregator.witness import Witness
 from handsoff.services.errors import ServiceError
 
 log = logging.getLogger("handsoff.aggregator")
@@ -81,7 +83,7 @@ class AggregatorConfig:
     """Everything `serve` needs, built once at the entry point."""
 
     dir: Path
-    nats_url: str
+    nats_url: str  # one URL, or the servers of a cluster separated by commas
     region_file: Path | None = None  # a newer region document to take on at start
     nats_user: str | None = AGGREGATOR_USER
     nats_password: str | None = None
@@ -89,6 +91,7 @@ class AggregatorConfig:
     release_interval: float = 60.0  # seconds between releases (when something new arrived)
     batch: int = 256
     fetch_timeout: float = 1.0
+    stream_check_interval: float = 10.0  # seconds between reading the stream's end (lag)
 
 
 def init_aggregator(
@@ -125,6 +128,26 @@ def take_region(
     return held
 
 
+@dataclass(frozen=True)
+class Vitals:
+    """The aggregator's figures for /readyz and /metrics: memory and single-row reads only,
+    so a probe or a scrape never scans a table and never waits on NATS."""
+
+    position: int  # the events stream's sequence ingested up to
+    stream_last_seq: int  # the stream's end, as last read (never below the position)
+    accepted: int  # envelopes accepted, ever (the stored count at start + this process's)
+    rejected: dict[str, int]  # messages rejected, ever, by reason code
+    duplicates: int  # copies of accepted messages, since this process started
+    releases_kept: int  # the newest release kept (stored, signed)
+    releases_published: int  # the newest release acknowledged by NATS
+    seconds_since_release: float | None  # None until this process cuts a release
+    connected: bool
+
+    @property
+    def lag(self) -> int:
+        return self.stream_last_seq - self.position
+
+
 @dataclass
 class Aggregator:
     """Ingest, releases and publication over one NATS connection and one SQLite file."""
@@ -155,12 +178,21 @@ class Aggregator:
             fetch_timeout=self.config.fetch_timeout,
         )
         self._last_release_at: float | None = None
+        # Checks and countersigns the partners' checkpoints (witness.py).
+        self.witness = Witness(self.region, self.key, self.store, js)
+        self._witnessed_at: float | None = None
+        # The stored totals at start; this process's own are added from self.counts.
+        self._accepted_before = self.store.accepted_count()
+        self._rejected_before = Counter(self.store.rejected_by_reason())
+        self.stream_last_seq = 0
+        self._stream_checked_at: float | None = None
 
     async def start(self) -> None:
         for stream in (
             subjects.events_stream(self.region.region),
             subjects.aggregates_stream(self.region.region),
             subjects.quarantine_stream(self.region.region),
+            subjects.checkpoints_stream(self.region.region),
         ):
             try:
                 await self.js.stream_info(stream)
@@ -171,6 +203,8 @@ class Aggregator:
                 ) from None
         await ensure_latest_bucket(self.js, self.region.region)
         await self.ingest.start()
+        await self.witness.start()
+        await self._check_stream()
         latest = self.book.latest()
         if latest is not None:
             await self.feed.publish(latest.number, latest.statements, latest.signed)
@@ -178,16 +212,26 @@ class Aggregator:
 
     async def stop(self) -> None:
         await self.ingest.stop()
+        await self.witness.stop()
 
     async def step(self) -> IngestResult:
         """One ingest batch, then a release if one is due."""
+        await self._check_stream()
         result = await self.ingest.run_once()
         self.counts.add(result)
         # Only once caught up (a short batch): a backlog makes one release, not one per
         # batch of partial figures (each of which would also bind the suppression memory).
         if result.messages < self.config.batch and self._release_due():
             await self.release()
+        await self._witness_step(caught_up=result.messages < self.config.batch)
         return result
+
+    async def _witness_step(self, caught_up: bool) -> None:
+        """Checkpoints when ingest is caught up, or every second under a backlog."""
+        now = self.clock()
+        if caught_up or self._witnessed_at is None or now - self._witnessed_at >= 1.0:
+            self._witnessed_at = now
+            await self.witness.step()
 
     def _release_due(self) -> bool:
         state = self.book.state()
@@ -207,7 +251,7 @@ class Aggregator:
         self._last_release_at = self.clock()
         await self.feed.publish(number, made.statements, signed)
         await self._publish_pending()
-        log.info("release %d at stream position %d", number, self.store.position())
+        log.info("release kept", extra={"release": number, "position": self.store.position()})
         return number
 
     def _cut(self, number: int, memory: SuppressionMemory) -> tuple[Any, list[bytes]]:
@@ -227,9 +271,24 @@ class Aggregator:
         try:
             await publish(self.js, self.region.region, latest)
         except (nats.errors.Error, nats.js.errors.Error) as e:
-            log.warning("release %d not published yet (%s); will retry", latest.number, e)
+            log.warning(
+                "release not published yet; will retry",
+                extra={"release": latest.number, "error": str(e) or type(e).__name__},
+            )
             return
         self.book.mark_published(latest.number)
+        log.info("release published", extra={"release": latest.number})
+
+    async def _check_stream(self) -> None:
+        """Reads the events stream's last sequence, at most every `stream_check_interval`
+        seconds (the lag figure; a scrape reads the value kept here)."""
+        now = self.clock()
+        checked = self._stream_checked_at
+        if checked is not None and now - checked < self.config.stream_check_interval:
+            return
+        self._stream_checked_at = now
+        info = await self.js.stream_info(subjects.events_stream(self.region.region))
+        self.stream_last_seq = int(info.state.last_seq)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -237,25 +296,45 @@ class Aggregator:
                 await self.step()
                 await self._publish_pending()
             except (nats.errors.Error, nats.js.errors.Error) as e:
-                log.warning("NATS: %s; retrying", type(e).__name__)
+                log.warning("NATS error; retrying", extra={"error": type(e).__name__})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
+    def vitals(self) -> Vitals:
+        position = self.store.position()
+        kept, published = self.book.numbers()
+        rejected = self._rejected_before + self.counts.rejected
+        since = self._last_release_at
+        return Vitals(
+            position=position,
+            stream_last_seq=max(self.stream_last_seq, position),
+            accepted=self._accepted_before + self.counts.accepted,
+            rejected=dict(sorted(rejected.items())),
+            duplicates=self.counts.duplicates,
+            releases_kept=kept,
+            releases_published=published,
+            seconds_since_release=None if since is None else self.clock() - since,
+            connected=self.nc.is_connected,
+        )
+
     def status(self) -> dict[str, object]:
-        state = self.book.state()
+        v = self.vitals()
         return {
-            "position": self.store.position(),
-            "accepted": self.store.accepted_count(),
-            "rejected": self.store.rejected_by_reason(),
-            "release": state.release if state else 0,
-            "published": state.published if state else 0,
-            "connected": self.nc.is_connected,
+            "position": v.position,
+            "stream_last_seq": v.stream_last_seq,
+            "lag": v.lag,
+            "accepted": v.accepted,
+            "rejected": v.rejected,
+            "release": v.releases_kept,
+            "published": v.releases_published,
+            "connected": v.connected,
+            "checkpoints": self.witness.status(),
         }
 
 
 async def connect(config: AggregatorConfig) -> NATS:
     return await nats.connect(
-        config.nats_url,
+        server_urls(config.nats_url),
         user=config.nats_user if config.nats_password else None,
         password=config.nats_password,
         inbox_prefix=subjects.inbox_prefix(AGGREGATOR_USER).encode(),
@@ -281,6 +360,7 @@ async def serve(
     import uvicorn
 
     from handsoff.services.aggregator.http import create_app
+    from handsoff.services.aggregator.metrics import AggregatorCollector
 
     paths = AggregatorPaths(config.dir)
     region = take_region(paths, config.region_file)
@@ -295,9 +375,21 @@ async def serve(
     try:
         aggregator = Aggregator(region, key, store, nc, config)
         await aggregator.start()
-        app = create_app(aggregator.feed, status=aggregator.status)
+        app = create_app(
+            aggregator.feed, status=aggregator.status, metrics=AggregatorCollector(aggregator)
+        )
+        # log_config=None: uvicorn's lines go through the process's logging configuration
+        # (structured, see handsoff.services.logs); requests are logged by AccessLog.
         server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+            )
         )
         # uvicorn captures SIGINT/SIGTERM while it serves and raises them again when it
         # has stopped, which reaches the loop's handler above: both halves stop.

@@ -42,6 +42,7 @@ from handsoff.events.inbound import (
     InboundReferralCompleted,
     InboundReferralDeclined,
 )
+from handsoff.federation.checkpoints import Checkpoint
 from handsoff.keys import KeysError
 from handsoff.services.api import views
 from handsoff.services.api.auth import (
@@ -65,12 +66,15 @@ from handsoff.services.api.bodies import (
     UserView,
     body_of,
 )
+from handsoff.services.api.ops import Readiness, add_ops_routes
 from handsoff.services.node.admin import Role, UnknownUser, User, UserExists
+from handsoff.services.node.checkpointer import CheckpointError
 from handsoff.services.node.errors import CaseNotFound, NodeError, StaleCase, TamperedEvent
 from handsoff.services.node.inbound import InboundNotFound
 from handsoff.services.node.link import LinkStatus, NodeLink
 from handsoff.services.node.node import Node
 from handsoff.services.node.verify import VerificationReport
+from handsoff.services.ops import AccessLog
 
 log = logging.getLogger("handsoff.api")
 
@@ -177,9 +181,11 @@ def create_app(node: Node, link: NodeLink | None = None) -> FastAPI:
         IssuedToken,
         UserView,
         LinkStatus,
+        Checkpoint,
         views.InboundList,
         views.InboundDetail,
         views.InboundView,
+        Readiness,
     ]
     inbound_updates = [Update[s.change] for s in INBOUND_STEPS]  # type: ignore[name-defined]
     schemas = _Schemas(
@@ -209,9 +215,8 @@ def create_app(node: Node, link: NodeLink | None = None) -> FastAPI:
 
     _install_error_handlers(app)
 
-    @app.get("/healthz", tags=["operations"], responses={200: {"description": "alive"}})
-    async def healthz() -> Response:
-        return _json({"status": "ok"})
+    app.add_middleware(AccessLog)
+    add_ops_routes(app, node, link, schemas.of(Readiness))
 
     @app.post(
         "/cases",
@@ -375,6 +380,20 @@ def _add_audit_and_admin_routes(
         if link is None:
             return _json(LinkStatus(configured=False))
         return _json(await run_in_threadpool(link.status))
+
+    @app.post(
+        "/checkpoint",
+        tags=["operations"],
+        summary="Publish a signed checkpoint of what the node has shared, now",
+        responses=schemas.responses(200, Checkpoint, "The checkpoint published", 409, 503),
+    )
+    async def checkpoint(user: Annotated[User, Depends(require(ADMINISTRATION))]) -> Response:
+        if link is None:  # 503 is for "not now": NATS unreachable, nothing published yet
+            return _problem(409, "this node has not joined a region")
+        try:
+            return _json(await link.checkpoint_now())
+        except CheckpointError as e:
+            return _problem(503, str(e))
 
     @app.get(
         "/keys",

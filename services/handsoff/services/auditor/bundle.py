@@ -129,6 +129,7 @@ def audit_bundle(
         found=found,
         kind="bundle",
         workers=workers,
+        checkpoints=_stream(bundle.checkpoints),
     )
 
 

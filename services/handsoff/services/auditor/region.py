@@ -21,6 +21,7 @@ from nats.js.client import JetStreamContext
 from handsoff.federation import statements, subjects
 from handsoff.federation.region import RegionDocument
 from handsoff.federation.statements import AggregateStatement, StatementRejected
+from handsoff.services.auditor.checkpoints import audit_checkpoints
 from handsoff.services.auditor.replay import RELEASES, EventReplay, PublishedRelease
 from handsoff.services.auditor.report import AuditReport, Collector
 
@@ -42,22 +43,21 @@ class StreamMessage:
 async def read_stream(
     js: JetStreamContext, stream: str, subject: str
 ) -> AsyncIterator[tuple[int, StreamMessage]]:
-    """(total, message) for every message of a stream, in order, from the start."""
-    info = await js.stream_info(stream)
-    total, last = info.state.messages, info.state.last_seq
+    """(total, message) for every message of `stream` on `subject`, in order, from the
+    start, as they stand when the read begins (later ones are left for the next audit)."""
+    info = await js.stream_info(stream, subjects_filter=subject)
+    total = sum((info.state.subjects or {}).values())
     if total == 0:
         return
-    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    sub = await js.subscribe(
+        subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
     try:
-        while True:
+        for _ in range(total):
             m = await sub.next_msg(timeout=READ_TIMEOUT_S)
-            seq = m.metadata.sequence.stream
-            yield (
-                total,
-                StreamMessage(seq, m.metadata.timestamp, m.subject, dict(m.headers or {}), m.data),
-            )
-            if seq >= last:
-                return
+            md = m.metadata
+            headers = dict(m.headers or {})
+            yield total, StreamMessage(md.sequence.stream, md.timestamp, m.subject, headers, m.data)
     finally:
         await sub.unsubscribe()
 
@@ -114,6 +114,7 @@ def audit_messages(
     found: Collector | None = None,
     kind: Literal["region", "bundle"] = "region",
     workers: int = 1,
+    checkpoints: Iterable[StreamMessage] = (),
 ) -> AuditReport:
     """The region audit over messages already read (from the streams or a bundle);
     `workers` > 1 verifies signatures in that many processes (parallel.py)."""
@@ -133,6 +134,7 @@ def audit_messages(
             if progress is not None:
                 progress(done, total)
     replay.finish()
+    audit_checkpoints(region, replay.published(), checkpoints, found)
     return found.report(kind, region.region)
 
 
@@ -151,4 +153,9 @@ async def audit_region(
         if progress is not None:
             progress(done, total)
     replay.finish()
+    stream = subjects.checkpoints_stream(r)
+    checkpoints = await read_all(js, stream, subjects.all_checkpoints(r))
+    checkpoints += await read_all(js, stream, subjects.all_witness(r))
+    checkpoints.sort(key=lambda m: m.seq)
+    audit_checkpoints(region, replay.published(), checkpoints, found)
     return found.report("region", r)

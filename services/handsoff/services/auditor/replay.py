@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Final
 
 from handsoff.federation import envelope, shared, subjects
+from handsoff.federation.checkpoints import published_leaf
 from handsoff.federation.errors import EnvelopeRejected
 from handsoff.federation.region import RegionDocument
 from handsoff.federation.statements import AggregateStatement, Inputs
@@ -94,6 +95,7 @@ class EventReplay:
     def __post_init__(self) -> None:
         self._seen: dict[tuple[str, int], bytes] = {}  # a digest of the payload taken
         self._numbers: dict[str, set[int]] = defaultdict(set)
+        self._published: dict[str, dict[int, bytes]] = defaultdict(dict)
         self._pending = sorted(self.releases, key=lambda r: r.number)
         self._memory = SuppressionMemory()
         self._countries = sorted({p.country for p in self.region.partners})
@@ -111,6 +113,7 @@ class EventReplay:
         elsewhere (parallel.py: the same `open_message` in a worker process)."""
         self._check_sequence(seq, at)
         self.position, self.as_of = seq, at
+        self._note_published(subject, headers, data)
         self.found.count(SIGNATURES)
         msg_id = (headers or {}).get(envelope.MSG_ID, "?")
         where = f"stream seq {seq} ({msg_id})"
@@ -150,6 +153,22 @@ class EventReplay:
         self.ledger.add(opened.partner, opened.number, opened.event)
         self.tree.append(leaf_hash(envelope.leaf(subject, headers or {}, data)))
         self._releases_due()
+
+    def _note_published(self, subject: str, headers: Mapping[str, str] | None, data: bytes) -> None:
+        """The partner's published log, as its checkpoints count it (accepted or not)."""
+        leaf = published_leaf(subject, headers, data)
+        if leaf is not None:
+            self._published[leaf.partner].setdefault(leaf.number, leaf.leaf)
+
+    def published(self) -> dict[str, list[bytes]]:
+        """Each partner's published leaf hashes, message 1 first, up to the first hole."""
+        out: dict[str, list[bytes]] = {}
+        for partner, leaves in self._published.items():
+            run: list[bytes] = []
+            while (n := len(run) + 1) in leaves:
+                run.append(leaves[n])
+            out[partner] = run
+        return out
 
     def _check_sequence(self, seq: int, at: datetime) -> None:
         """The region's streams deny delete and purge: sequences run 1, 2, 3 ... without a

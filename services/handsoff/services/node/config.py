@@ -51,6 +51,9 @@ class FederationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     # Seconds between publishing rounds: messages leave in batches on a schedule, so their
     # arrival times do not date each step of a case (0 publishes at once: tests, demos).
     publish_interval: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    # Seconds between signed checkpoints of what the node has published (issue #6), each only
+    # if something new was published (0: one after every publishing round: tests, demos).
+    checkpoint_interval: Annotated[float, msgspec.Meta(ge=0)] = 600.0
 
     def password(self) -> str | None:
         if self.nats_password_file is None:

@@ -18,11 +18,15 @@ import nats.errors
 from nats.aio.client import Client
 
 from handsoff.federation import subjects
+from handsoff.federation.checkpoints import Checkpoint
+from handsoff.federation.natsconf import server_urls
 from handsoff.federation.policy import SharePolicy
 from handsoff.federation.pseudonyms import Pseudonymiser
 from handsoff.federation.region import RegionDocument, accept, load_region, save_region
 from handsoff.federation.relay import Relay, RelaySettings
 from handsoff.services.errors import ConfigError
+from handsoff.services.node.checkpointer import FILE as CHECKPOINTS_FILE
+from handsoff.services.node.checkpointer import Checkpointer, CheckpointError
 from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.node import Node
 from handsoff.services.node.outbox import LogSource, TrackedPosition
@@ -45,6 +49,9 @@ class LinkStatus(msgspec.Struct, frozen=True):
     referrals_sent: int = 0
     referrals_received: int = 0
     referrals_rejected: dict[str, int] = msgspec.field(default_factory=dict)
+    checkpointed: int = 0  # the size of the last signed checkpoint published (issue #6)
+    checkpoint_root: str | None = None
+    checkpoint_error: str | None = None
 
 
 def held_region(node: Node) -> RegionDocument:
@@ -73,6 +80,7 @@ class NodeLink:
     def __init__(self, node: Node, settings: FederationSettings) -> None:
         self.node = node
         self.settings = settings
+        self.servers = server_urls(settings.nats_url)  # one URL, or a cluster's, comma-separated
         self.region = held_region(node)
         self.position = TrackedPosition(store_env(node.config, node.paths.data, "relay"))
         self.relay = Relay(
@@ -88,6 +96,13 @@ class NodeLink:
             store=self.position,
         )
         self.referrals = ReferralLink(node, self.region)
+        self.checkpoints = Checkpointer(
+            self.region.region,
+            node.config.partner,
+            lambda: node.signer,
+            node.paths.data / CHECKPOINTS_FILE,
+            interval=settings.checkpoint_interval,
+        )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
@@ -109,10 +124,19 @@ class NodeLink:
             self.referrals.sent,
             self.referrals.received,
             dict(self.referrals.rejected),
+            checkpointed=self.checkpoints.status.checkpointed,
+            checkpoint_root=self.checkpoints.status.root,
+            checkpoint_error=self.checkpoints.status.last_error,
         )
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="handsoff-relay")
+
+    @property
+    def running(self) -> bool:
+        """Started and neither stopped nor crashed (connected to NATS or not: recording
+        never waits for the region, so a node without NATS is still ready)."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -124,6 +148,7 @@ class NodeLink:
                 await self._nc.close()
         self.position.close()
         self.referrals.close()
+        self.checkpoints.close()
 
     async def _run(self) -> None:
         self._nc = await self._connect()
@@ -134,14 +159,23 @@ class NodeLink:
             self.relay.run(js, self._stop),
             self.referrals.send_loop(js, self._stop),
             self.referrals.receive_loop(js, self._stop),
+            self.checkpoints.run(js, self._stop, lambda: self.relay.status.published),
         )
+
+    async def checkpoint_now(self) -> Checkpoint:
+        """Publishes a signed checkpoint of what the node has published, now (on demand)."""
+        if self._nc is None or not self._nc.is_connected:
+            raise CheckpointError("not connected to the region's NATS: try again later")
+        checkpoint = await self.checkpoints.checkpoint(self._nc.jetstream(), force=True)
+        assert checkpoint is not None  # force: one, or CheckpointError
+        return checkpoint
 
     async def _connect(self) -> Client | None:
         wait = 0.25
         while not self._stop.is_set():
             try:
                 return await nats.connect(
-                    self.settings.nats_url,
+                    self.servers,
                     user=self.settings.nats_user,
                     password=self.settings.password(),
                     inbox_prefix=subjects.inbox_prefix(self.node.config.partner),
@@ -162,3 +196,41 @@ class NodeLink:
     async def _error(self, e: Exception) -> None:
         log.warning("link: NATS error: %s", e)
         self.relay.status.last_error = str(e)
+
+
+async def publish_checkpoint(node: Node) -> Checkpoint:
+    """One signed checkpoint of what the node has published, now (`handsoff node
+    checkpoint`, the node not serving: a serving node publishes its own, and one on demand
+    through `POST /checkpoint`)."""
+    settings = node.config.federation
+    if settings is None:
+        raise ConfigError(f"{node.paths.root} has not joined a region (`handsoff node join`)")
+    region = held_region(node)
+    try:
+        nc = await nats.connect(
+            server_urls(settings.nats_url),
+            user=settings.nats_user,
+            password=settings.password(),
+            inbox_prefix=subjects.inbox_prefix(node.config.partner),
+            max_reconnect_attempts=1,
+            connect_timeout=5,
+            name=node.config.partner,
+        )
+    except (nats.errors.Error, OSError) as e:
+        raise CheckpointError(f"cannot reach NATS at {settings.nats_url}: {e}") from None
+    checkpointer = Checkpointer(
+        region.region,
+        node.config.partner,
+        lambda: node.signer,
+        node.paths.data / CHECKPOINTS_FILE,
+    )
+    try:
+        checkpoint = await checkpointer.checkpoint(nc.jetstream(), force=True)
+    except (nats.errors.Error, TimeoutError) as e:
+        raise CheckpointError(f"checkpoint not published: {type(e).__name__}: {e}") from None
+    finally:
+        checkpointer.close()
+        with contextlib.suppress(nats.errors.Error):
+            await nc.close()
+    assert checkpoint is not None  # force: one, or CheckpointError
+    return checkpoint

@@ -39,14 +39,24 @@ class Seal(NamedTuple):
 def link_digest(
     prev: bytes, originator_id: UUID | str, version: int, topic: str, body: bytes
 ) -> bytes:
-    h = hashlib.blake2b(digest_size=LINK_LEN, person=_PERSON)
-    oid = str(originator_id).encode()
-    t = topic.encode()
-    h.update(prev)
-    h.update(struct.pack(">H", len(oid)) + oid)
-    h.update(struct.pack(">Q", version))
-    h.update(struct.pack(">H", len(t)) + t)
-    h.update(body)
+    return link_of(prev, length_prefixed(str(originator_id)), version, length_prefixed(topic), body)
+
+
+def length_prefixed(text: str) -> bytes:
+    """u16 length | UTF-8 bytes: how the aggregate id and the topic enter a link."""
+    b = text.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+_LINK_HASH = hashlib.blake2b(digest_size=LINK_LEN, person=_PERSON)  # copied, never updated
+_VERSION = struct.Struct(">Q")
+
+
+def link_of(prev: bytes, oid_field: bytes, version: int, topic_field: bytes, body: bytes) -> bytes:
+    """link_digest with the aggregate id and topic already length-prefixed (readers cache
+    them per aggregate and per topic; the event is on the hot path)."""
+    h = _LINK_HASH.copy()
+    h.update(b"".join((prev, oid_field, _VERSION.pack(version), topic_field, body)))
     return h.digest()
 
 
