@@ -44,6 +44,7 @@ def _config(args: argparse.Namespace) -> AggregatorConfig:
         nats_password=_password(args.password_file),
         k=args.k,
         release_interval=args.interval,
+        replicas=getattr(args, "replicas", 1),  # serve only
     )
 
 
@@ -153,6 +154,9 @@ def add_aggregator_commands(sub: Any) -> None:
     init.set_defaults(func=cmd_init)
 
     serve = _with_nats(ags.add_parser("serve", help="ingest, release and serve the feeds"))
+    serve.add_argument(
+        "--replicas", type=int, default=1, help="KV bucket replicas (3 in a 3-server cluster)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8700)
     add_log_options(serve)

@@ -181,7 +181,7 @@ class Cutter:
         return made, [statements.sign(s, self.key) for s in made.statements]
 
 
-async def ensure_latest_bucket(js: JetStreamContext, region: str) -> None:
+async def ensure_latest_bucket(js: JetStreamContext, region: str, replicas: int = 1) -> None:
     bucket = subjects.latest_bucket(region)
     try:
         await js.key_value(bucket)
@@ -192,6 +192,7 @@ async def ensure_latest_bucket(js: JetStreamContext, region: str) -> None:
                 description=f"handsoff region {region}: latest signed statement per indicator",
                 history=1,
                 storage=StorageType.FILE,
+                replicas=replicas,  # as many as the region's streams in a cluster
             )
         )
 

@@ -92,6 +92,7 @@ class AggregatorConfig:
     batch: int = 256
     fetch_timeout: float = 1.0
     stream_check_interval: float = 10.0  # seconds between reading the stream's end (lag)
+    replicas: int = 1  # of the KV bucket of latest statements (3 in a 3-server cluster)
 
 
 def init_aggregator(
@@ -201,7 +202,7 @@ class Aggregator:
                     f"stream {stream} does not exist: create the region's streams first "
                     "(handsoff region streams)"
                 ) from None
-        await ensure_latest_bucket(self.js, self.region.region)
+        await ensure_latest_bucket(self.js, self.region.region, self.config.replicas)
         await self.ingest.start()
         await self.witness.start()
         await self._check_stream()
