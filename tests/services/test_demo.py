@@ -75,3 +75,39 @@ def test_demo_figures_equal_a_recomputation_from_the_logs(tmp_path: Path) -> Non
     # Nothing is left running: the demo's nats-server has stopped.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert str(tmp_path) not in ps.stdout
+
+
+def test_demo_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    handsoff = Path(sys.executable).with_name("handsoff")
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [str(handsoff), "demo", "--incidents", "10", "--dir", str(tmp_path / "demo")],
+            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while "serving until Ctrl-C" not in log.read_text():
+                assert demo.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the demo never started serving"
+                time.sleep(0.2)
+            url = next(
+                line.split(" ", 1)[1] for line in log.read_text().splitlines()
+                if line.startswith("dashboard: ")
+            )
+            import urllib.request
+
+            with urllib.request.urlopen(url) as page:
+                assert page.status == 200
+            demo.send_signal(signal.SIGINT)  # Ctrl-C
+            assert demo.wait(timeout=60) == 0, log.read_text()
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait()
+    assert "stopping" in log.read_text()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(tmp_path) not in ps.stdout  # its nats-server is gone too

@@ -383,10 +383,10 @@ async def _report(
     print(f"\ndashboard: {url}")
     if not options.serve:
         return 0 if intact else 1
-    print("serving until Ctrl-C")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    print("serving until Ctrl-C", flush=True)
     await stop.wait()
     print("stopping")
     return 0 if intact else 1
