@@ -4,6 +4,7 @@ independent recomputation of every release from the raw stream (the reference)."
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,17 +15,21 @@ import msgspec
 import nats
 from nats.js.api import DeliverPolicy
 
-from handsoff.federation import envelope, shared, statements, subjects
-from handsoff.federation.errors import EnvelopeRejected
+from handsoff.federation import statements, subjects
 from handsoff.federation.natsconf import ensure_streams
 from handsoff.federation.region import RegionDocument, SignedRegion, sign_region
-from handsoff.federation.statements import AggregateStatement, Inputs
+from handsoff.federation.statements import AggregateStatement
 from handsoff.keys import KdfStrength, SigningKey, kid_hex
-from handsoff.keys.merkle import MerkleTree, leaf_hash
-from handsoff.services.aggregator import release
-from handsoff.services.aggregator.disclosure import SuppressionMemory
-from handsoff.services.aggregator.indicators import Ledger, compute
+from handsoff.services.aggregator.indicators import Ledger
 from handsoff.services.aggregator.service import init_aggregator
+from handsoff.services.auditor.replay import (
+    EXACTLY_ONCE,
+    RELEASES,
+    SIGNATURES,
+    EventReplay,
+    PublishedRelease,
+)
+from handsoff.services.auditor.report import Collector, Finding
 from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import LinkStatus, NodeLink, join_region
 from handsoff.services.node.node import Node
@@ -146,64 +151,42 @@ class Verified:
     rejected: dict[str, int]
 
 
-def verify_stream(msgs: Sequence[Any], region: RegionDocument, last_seq: int) -> Verified:
-    ledger, tree = Ledger(), MerkleTree()
-    seen: dict[tuple[str, int], bytes] = {}
-    rejected: dict[str, int] = {}
-    as_of = None
+def _replay(
+    msgs: Sequence[Any], region: RegionDocument, last_seq: int, releases: Sequence[Any] = ()
+) -> tuple[EventReplay, Collector]:
+    """The auditor's replay (public keys only, the reference ledger) of the raw stream."""
+    found = Collector()
+    replay = EventReplay(region, found, releases)
     for m in msgs:
-        if m.metadata.sequence.stream > last_seq:
+        seq = m.metadata.sequence.stream
+        if seq > last_seq:
             break
-        as_of = m.metadata.timestamp
-        try:
-            opened = envelope.open_message(
-                region, m.subject, m.headers, m.data, m.metadata.timestamp, shared.decode
-            )
-        except EnvelopeRejected as e:
-            rejected[e.reason] = rejected.get(e.reason, 0) + 1
-            continue
-        key = (opened.partner, opened.number)
-        if key in seen:
-            if seen[key] != m.data:
-                rejected["conflict"] = rejected.get("conflict", 0) + 1
-            continue
-        seen[key] = m.data
-        ledger.add(opened.partner, opened.number, opened.event)
-        tree.append(leaf_hash(envelope.leaf(m.subject, m.headers, m.data)))
-    return Verified(ledger, tree.size, tree.root().hex(), as_of, rejected)
+        replay.add(seq, m.subject, m.headers, m.data, m.metadata.timestamp)
+    return replay, found
 
 
-def recompute(
+def verify_stream(msgs: Sequence[Any], region: RegionDocument, last_seq: int) -> Verified:
+    """What the stream up to `last_seq` supports, recomputed independently of the aggregator."""
+    replay, found = _replay(msgs, region, last_seq)
+    rejected = Counter(
+        f.reason for f in found.findings
+        if f.check == SIGNATURES or (f.check == EXACTLY_ONCE and f.reason == "conflict")
+    )
+    return Verified(
+        replay.ledger, replay.tree.size, replay.tree.root().hex(), replay.as_of, dict(rejected)
+    )
+
+
+def release_findings(
     msgs: Sequence[Any], region: RegionDocument, published: Sequence[Sequence[AggregateStatement]]
-) -> list[tuple[AggregateStatement, ...]]:
+) -> list[Finding]:
     """Every published release recomputed from the raw events, in order (the suppression
-    memory carried from one to the next), with the reference Ledger model."""
-    memory = SuppressionMemory()
-    out = []
-    countries = sorted({p.country for p in region.partners})
-    for statements_of_release in published:
-        first = statements_of_release[0]
-        v = verify_stream(msgs, region, first.inputs.last_seq)
-        header = release.ReleaseHeader(
-            region=region.region,
-            region_version=first.region_version,
-            aggregator=region.aggregator.id,
-            release=first.release,
-            k=first.k,
-            breakdowns=first.breakdowns,
-            as_of=v.as_of,
-            inputs=Inputs(
-                stream=subjects.events_stream(region.region),
-                first_seq=1,
-                last_seq=first.inputs.last_seq,
-                accepted=v.accepted,
-                commitment=v.commitment,
-            ),
-        )
-        made = release.build(compute(v.ledger), header, countries, memory)
-        memory = made.memory
-        out.append(made.statements)
-    return out
+    memory carried from one to the next): what differs (nothing, for an honest aggregator)."""
+    releases = [PublishedRelease(s[0].release, {x.indicator: x for x in s}) for s in published]
+    end = msgs[-1].metadata.sequence.stream if msgs else 0
+    replay, found = _replay(msgs, region, end, releases)
+    replay.finish()
+    return [f for f in found.findings if f.check == RELEASES]
 
 
 def decode_release(body: bytes, region: RegionDocument) -> tuple[int, list[AggregateStatement]]:
