@@ -92,12 +92,17 @@ def inbox_prefix(partner: str) -> str:
     return f"_INBOX_{token(partner).replace('-', '_')}"
 
 
+def _stream_name(region: str, what: str) -> str:
+    """HX_<REGION>_<WHAT>: JetStream names allow no '.', so '-' becomes '_'."""
+    return f"HX_{token(region).upper().replace('-', '_')}_{what}"
+
+
 def events_stream(region: str) -> str:
-    return f"HX_{token(region).upper().replace('-', '_')}_EVENTS"
+    return _stream_name(region, "EVENTS")
 
 
 def checkpoints_stream(region: str) -> str:
-    return f"HX_{token(region).upper().replace('-', '_')}_CHECKPOINTS"
+    return _stream_name(region, "CHECKPOINTS")
 
 
 def referrals_consumer(partner: str) -> str:
@@ -117,7 +122,7 @@ def checkpoint_consumer(partner: str) -> str:
 
 
 def referrals_stream(region: str) -> str:
-    return f"HX_{token(region).upper().replace('-', '_')}_REFERRALS"
+    return _stream_name(region, "REFERRALS")
 
 
 def all_checkpoints(region: str) -> str:
@@ -130,12 +135,12 @@ def all_aggregates(region: str) -> str:
 
 def aggregates_stream(region: str) -> str:
     """Every signed aggregate statement ever published (the release history)."""
-    return f"HX_{token(region).upper().replace('-', '_')}_AGGREGATES"
+    return _stream_name(region, "AGGREGATES")
 
 
 def latest_bucket(region: str) -> str:
     """KeyValue bucket of the latest signed statement per indicator (key: indicator)."""
-    return f"HX_{token(region).upper().replace('-', '_')}_LATEST"
+    return _stream_name(region, "LATEST")
 
 
 _REASON = re.compile(r"[a-z0-9_-]{1,32}")
@@ -152,4 +157,4 @@ def all_quarantine(region: str) -> str:
 
 
 def quarantine_stream(region: str) -> str:
-    return f"HX_{token(region).upper().replace('-', '_')}_QUARANTINE"
+    return _stream_name(region, "QUARANTINE")

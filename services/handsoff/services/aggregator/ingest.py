@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -256,6 +256,68 @@ class IngestStore:
         return {str(reason): int(n) for reason, n in rows}
 
 
+async def quarantine(
+    js: JetStreamContext,
+    region: str,
+    reason: str,
+    subject: str,
+    headers: Mapping[str, str],
+    data: bytes,
+    *,
+    seq: int,
+    msg_id: str,
+) -> None:
+    """A copy of a rejected message on hx.<region>.quarantine.<reason>, with why and where
+    from. Nats-* headers of the original (its message id, any expectation) are not copied:
+    they would deduplicate or refuse the copy; `msg_id` (derived from the source sequence)
+    deduplicates a republish after a crash."""
+    copied = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
+    copied.update(
+        {
+            REJECT_REASON: reason,
+            ORIGINAL_SUBJECT: subject,
+            ORIGINAL_SEQ: str(seq),
+            envelope.MSG_ID: msg_id,
+        }
+    )
+    original_id = headers.get(envelope.MSG_ID)
+    if original_id is not None:
+        copied[ORIGINAL_MSG_ID] = original_id
+    await js.publish(
+        subjects.quarantine(region, reason),
+        data,
+        headers=copied,
+        stream=subjects.quarantine_stream(region),
+    )
+
+
+async def resume_durable(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    durable: str,
+    *,
+    after: int,
+    ack_wait: float,
+) -> JetStreamContext.PullSubscription:
+    """The durable pull consumer `durable`, recreated to start right after stream sequence
+    `after`: the local store, not the server, is the authority on what was processed, and
+    starting exactly after it means messages a crash left unacked come first, in order."""
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(stream, durable)
+    return await js.pull_subscribe(
+        subject,
+        durable=durable,
+        stream=stream,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            ack_wait=ack_wait,
+        ),
+    )
+
+
 # --- the consumer ---------------------------------------------------------------------------
 
 
@@ -313,22 +375,14 @@ class Ingest:
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
-        """(Re)creates the durable consumer at the stored position: the store, not the
-        server, is the authority on what was processed, and starting exactly after it
-        means messages a crash left unacked come first, in order, at once."""
-        stream = subjects.events_stream(self.region.region)
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.js.delete_consumer(stream, CONSUMER)
-        self._sub = await self.js.pull_subscribe(
+        """(Re)creates the durable consumer right after the stored position."""
+        self._sub = await resume_durable(
+            self.js,
+            subjects.events_stream(self.region.region),
             subjects.all_events(self.region.region),
-            durable=CONSUMER,
-            stream=stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=self.store.position() + 1,
-                ack_wait=self.ack_wait,
-            ),
+            CONSUMER,
+            after=self.store.position(),
+            ack_wait=self.ack_wait,
         )
 
     async def stop(self) -> None:
@@ -420,25 +474,15 @@ class Ingest:
         return result
 
     async def _quarantine(self, m: Msg, seq: int, reason: str) -> None:
-        # Nats-* headers of the original (its message id, any expectation) are not copied:
-        # they would deduplicate or refuse the quarantine copy.
-        headers = {k: v for k, v in (m.headers or {}).items() if not k.startswith("Nats-")}
-        headers.update(
-            {
-                REJECT_REASON: reason,
-                ORIGINAL_SUBJECT: m.subject,
-                ORIGINAL_SEQ: str(seq),
-                envelope.MSG_ID: f"quarantine:{seq}",
-            }
-        )
-        original_id = (m.headers or {}).get(envelope.MSG_ID)
-        if original_id is not None:
-            headers[ORIGINAL_MSG_ID] = original_id
-        await self.js.publish(
-            subjects.quarantine(self.region.region, reason),
+        await quarantine(
+            self.js,
+            self.region.region,
+            reason,
+            m.subject,
+            m.headers or {},
             m.data,
-            headers=headers,
-            stream=subjects.quarantine_stream(self.region.region),
+            seq=seq,
+            msg_id=f"quarantine:{seq}",
         )
 
     async def _ack(self, msgs: Iterable[Msg]) -> None:

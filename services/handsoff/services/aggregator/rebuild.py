@@ -31,6 +31,7 @@ from handsoff.keys import SigningKey
 from handsoff.services.aggregator.disclosure import SuppressionMemory
 from handsoff.services.aggregator.ingest import Ingest, IngestStore
 from handsoff.services.aggregator.releases import Cutter, ReleaseBook
+from handsoff.services.auditor.region import read_all
 
 READ_TIMEOUT = 5.0
 
@@ -54,27 +55,12 @@ class RebuildReport:
         return not self.differences and self.identical == self.releases
 
 
-async def _read_all(js: JetStreamContext, subject: str, stream: str) -> list[Msg]:
-    info = await js.stream_info(stream)
-    last = info.state.last_seq
-    if info.state.messages == 0:
-        return []
-    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    out: list[Msg] = []
-    try:
-        while not out or out[-1].metadata.sequence.stream < last:
-            out.append(await sub.next_msg(timeout=READ_TIMEOUT))
-    finally:
-        await sub.unsubscribe()
-    return out
-
-
 async def published_releases(js: JetStreamContext, region: RegionDocument) -> list[Published]:
     """Every release in the aggregates stream, verified, in order (a statement published
     twice with the same bytes counts once; different bytes for the same release and
     indicator is an error)."""
-    msgs = await _read_all(
-        js, subjects.all_aggregates(region.region), subjects.aggregates_stream(region.region)
+    msgs = await read_all(
+        js, subjects.aggregates_stream(region.region), subjects.all_aggregates(region.region)
     )
     by_release: dict[int, dict[str, tuple[AggregateStatement, bytes]]] = defaultdict(dict)
     for m in msgs:

@@ -87,9 +87,7 @@ class Release:
         return next(s for s in self.statements if s.indicator == indicator)
 
 
-def _frame(
-    cells: Iterable[ind.Cell], countries: Sequence[str]
-) -> dict[str, dict[tuple[str, str], int]]:
+def _frame(cells: Iterable[ind.Cell]) -> dict[str, dict[tuple[str, str], int]]:
     """period -> {(country, key): value}, country cells only (the region is the margin)."""
     out: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
     for c in cells:
@@ -235,7 +233,7 @@ def build(
     protector = _Protector(header.k, memory, countries)
     tables: dict[str, tuple[PublishedTable, ...]] = {}
     for name in PROTECTED:
-        frame = _frame(figures.table(name), countries)
+        frame = _frame(figures.table(name))
         one_column = None if name in ind.BROKEN_DOWN else COUNT_COLUMN
         tables[name] = tuple(
             _published(period, protector.table(name, period, frame[period], one_column))

@@ -24,7 +24,6 @@ checking a new checkpoint reads only the leaves published since.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 from collections import Counter
@@ -37,7 +36,6 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from handsoff.federation import checkpoints, envelope, subjects
@@ -46,11 +44,9 @@ from handsoff.federation.region import RegionDocument
 from handsoff.keys import SigningKey
 from handsoff.keys.merkle import HASH_LEN, MerkleTree
 from handsoff.services.aggregator.ingest import (
-    ORIGINAL_MSG_ID,
-    ORIGINAL_SEQ,
-    ORIGINAL_SUBJECT,
-    REJECT_REASON,
     IngestStore,
+    quarantine,
+    resume_durable,
 )
 
 log = logging.getLogger("handsoff.witness")
@@ -307,18 +303,13 @@ class Witness:
                 stream,
                 subjects.all_witness(self.region.region),
             )
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.js.delete_consumer(stream, CONSUMER)
-        self._sub = await self.js.pull_subscribe(
+        self._sub = await resume_durable(
+            self.js,
+            stream,
             subjects.all_checkpoints(self.region.region),
-            durable=CONSUMER,
-            stream=stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=self.book.position() + 1,
-                ack_wait=self.ack_wait,
-            ),
+            CONSUMER,
+            after=self.book.position(),
+            ack_wait=self.ack_wait,
         )
         await self.publish_pending()
 
@@ -420,23 +411,15 @@ class Witness:
         return checkpoint, trees[size], repeat
 
     async def _quarantine(self, held: _Held, reason: str) -> None:
-        headers = {k: v for k, v in held.headers.items() if not k.startswith("Nats-")}
-        headers.update(
-            {
-                REJECT_REASON: reason,
-                ORIGINAL_SUBJECT: held.subject,
-                ORIGINAL_SEQ: str(held.stream_seq),
-                envelope.MSG_ID: f"quarantine:checkpoint:{held.stream_seq}",
-            }
-        )
-        original_id = held.headers.get(envelope.MSG_ID)
-        if original_id is not None:
-            headers[ORIGINAL_MSG_ID] = original_id
-        await self.js.publish(
-            subjects.quarantine(self.region.region, reason),
+        await quarantine(
+            self.js,
+            self.region.region,
+            reason,
+            held.subject,
+            held.headers,
             held.data,
-            headers=headers,
-            stream=subjects.quarantine_stream(self.region.region),
+            seq=held.stream_seq,
+            msg_id=f"quarantine:checkpoint:{held.stream_seq}",
         )
 
     async def publish_pending(self) -> None:
