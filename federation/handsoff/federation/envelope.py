@@ -91,6 +91,14 @@ def seal_headers(
     }
 
 
+class Checked(NamedTuple):
+    """A message whose envelope verified: its signer is `partner`, its number `number`."""
+
+    partner: str
+    msg_id: str
+    number: int
+
+
 def open_message(
     directory: KeyDirectory,
     subject: str,
@@ -101,6 +109,20 @@ def open_message(
 ) -> Opened:
     """Verifies one message (membership, key validity at `at`, signature, schema) or raises
     EnvelopeRejected with a stable reason code."""
+    return open_payload(
+        check_envelope(directory, subject, headers, payload, at), subject, payload, decode
+    )
+
+
+def check_envelope(
+    directory: KeyDirectory,
+    subject: str,
+    headers: Mapping[str, str] | None,
+    payload: bytes,
+    at: datetime,
+) -> Checked:
+    """The first half of `open_message`: headers, membership, key validity and signature
+    (what a verifying worker process runs; the payload is decoded where it is used)."""
     headers = headers or {}
     missing = [h for h in (MSG_ID, KID, SIGNATURE, REGION_VERSION) if not headers.get(h)]
     if missing:
@@ -139,6 +161,15 @@ def open_message(
             "bad_signature",
             f"{msg_id}: signature does not verify with {partner}'s key {headers[KID]}",
         ) from None
+    return Checked(partner, msg_id, number)
+
+
+def open_payload(
+    checked: Checked, subject: str, payload: bytes, decode: Callable[[bytes], Any]
+) -> Opened:
+    """The second half of `open_message`: the payload of a checked envelope, decoded and
+    matched with its signer and subject."""
+    partner, msg_id, number = checked
     try:
         event = decode(payload)
     except FederationError as e:

@@ -399,6 +399,38 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         return [changed if p.id == changed.id else p for p in self.partners]
 
 
+class KeyTable:
+    """A region document's partner keys by (partner, key id), for verifying message after
+    message (ingest, audits): the answers and errors of `RegionDocument.partner_key`
+    without scanning partners and keys each time. A KeyDirectory, like the document."""
+
+    __slots__ = ("_keys", "document")
+
+    def __init__(self, document: RegionDocument) -> None:
+        self.document = document
+        self._keys = {(p.id, k.kid): k for p in document.partners for k in p.keys}
+
+    @property
+    def version(self) -> int:
+        return self.document.version
+
+    @property
+    def issued_at(self) -> datetime:
+        return self.document.issued_at
+
+    def partner_key(self, partner_id: str, kid: str | bytes, at: datetime) -> bytes:
+        k = self._keys.get((partner_id, kid)) if isinstance(kid, str) else None
+        if (
+            k is not None
+            and at.tzinfo is not None
+            and k.valid_from <= at
+            and (k.valid_until is None or at < k.valid_until)
+            and (k.revoked_at is None or at < k.revoked_at)
+        ):
+            return k.public_key
+        return self.document.partner_key(partner_id, kid, at)  # the error, named precisely
+
+
 def _own_subjects(region: str, partner_id: str) -> str:
     try:
         return subjects.own_subjects(region, partner_id)

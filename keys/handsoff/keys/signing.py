@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 
@@ -10,6 +9,8 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 import nacl.utils
+from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]  # PyNaCl's cffi
+from nacl._sodium import lib as _lib
 
 from handsoff.keys.errors import BadSignature, KeysError
 
@@ -35,12 +36,6 @@ def _describe(public_key: object) -> str:
     return "a malformed public key"
 
 
-# Verification runs once per event: decoding the same few partner keys each time is waste.
-@functools.lru_cache(maxsize=256)
-def _verify_key(public_key: bytes) -> nacl.signing.VerifyKey:
-    return nacl.signing.VerifyKey(public_key)
-
-
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> None:
     """Check a detached Ed25519 signature; any failure raises BadSignature, nothing else."""
     try:
@@ -51,12 +46,18 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> Non
                 f"signature by {_describe(public_key)} must be {SIGNATURE_LEN} bytes, "
                 f"got {len(signature)}"
             )
-        # bytes() so a bytearray neither breaks the cache nor aliases a mutable buffer.
-        _verify_key(bytes(public_key)).verify(message, bytes(signature))
+        # The libsodium call nacl.signing.VerifyKey.verify makes, without its wrappers and
+        # the copy of the message it returns (verification runs once per event, millions
+        # of times in an audit). bytes(): a bytearray must not alias a mutable buffer.
+        signed = bytes(signature) + bytes(message)
+        opened = _ffi.new("unsigned char[]", len(signed))
+        size = _ffi.new("unsigned long long *")
+        if _lib.crypto_sign_open(opened, size, signed, len(signed), bytes(public_key)) != 0:
+            # libsodium also rejects non-canonical S, small-order R/A and invalid points.
+            raise BadSignature(f"signature by {_describe(public_key)} does not verify")
     except BadSignature:
         raise
-    except (nacl.exceptions.CryptoError, TypeError, ValueError) as e:
-        # libsodium also rejects non-canonical S, small-order R/A and invalid points here.
+    except (TypeError, ValueError) as e:  # cffi raises a bare TypeError for a wrong type
         raise BadSignature(f"signature by {_describe(public_key)} does not verify") from e
 
 

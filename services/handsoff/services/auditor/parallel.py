@@ -1,5 +1,6 @@
-"""Verifying envelopes on every core: worker processes run the same `open_message` the
-single-process replay runs, and hand back only the verdict; the replay folds in order.
+"""Verifying envelopes on every core: worker processes run the same `examine` the
+single-process replay runs (envelope, membership, key, signature, published leaf) and hand
+back what it found; the replay decodes and folds in order.
 
 Each worker receives the region document once (pool initializer) and chunks of messages;
 results come back in submission order, a bounded number of chunks in flight, so memory stays
@@ -18,27 +19,27 @@ from types import TracebackType
 
 import msgspec
 
-from handsoff.federation.region import RegionDocument
+from handsoff.federation.region import KeyTable, RegionDocument
 from handsoff.services.auditor.region import StreamMessage
-from handsoff.services.auditor.replay import Verdict, verify
+from handsoff.services.auditor.replay import Examined, examine
 
 CHUNK = 512
 Item = tuple[str, dict[str, str], bytes, datetime]
 
-_worker_region: list[RegionDocument] = []  # set in each worker process by _start
+_worker_keys: list[KeyTable] = []  # set in each worker process by _start
 
 
 def _start(region_json: bytes) -> None:
-    _worker_region.append(msgspec.json.decode(region_json, type=RegionDocument))
+    _worker_keys.append(KeyTable(msgspec.json.decode(region_json, type=RegionDocument)))
 
 
-def _verify_chunk(chunk: list[Item]) -> list[Verdict]:
-    region = _worker_region[0]
-    return [verify(region, subject, headers, data, at) for subject, headers, data, at in chunk]
+def _examine_chunk(chunk: list[Item]) -> list[Examined]:
+    keys = _worker_keys[0]
+    return [examine(keys, subject, headers, data, at) for subject, headers, data, at in chunk]
 
 
 class ParallelVerifier:
-    """`with ParallelVerifier(region) as v: for message, verdict in v.verdicts(messages)`."""
+    """`with ParallelVerifier(region) as v: for message, examined in v.examined(messages)`."""
 
     def __init__(self, region: RegionDocument, workers: int | None = None) -> None:
         self.region = region
@@ -62,15 +63,15 @@ class ParallelVerifier:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    def submit(self, chunk: list[StreamMessage]) -> Future[list[Verdict]]:
+    def submit(self, chunk: list[StreamMessage]) -> Future[list[Examined]]:
         assert self._pool is not None, "use ParallelVerifier as a context manager"
         items = [(m.subject, m.headers, m.data, m.time) for m in chunk]
-        return self._pool.submit(_verify_chunk, items)
+        return self._pool.submit(_examine_chunk, items)
 
-    def verdicts(
+    def examined(
         self, messages: Iterable[StreamMessage]
-    ) -> Iterator[tuple[StreamMessage, Verdict]]:
-        window: deque[tuple[list[StreamMessage], Future[list[Verdict]]]] = deque()
+    ) -> Iterator[tuple[StreamMessage, Examined]]:
+        window: deque[tuple[list[StreamMessage], Future[list[Examined]]]] = deque()
         chunk: list[StreamMessage] = []
         for m in messages:
             chunk.append(m)
@@ -86,7 +87,7 @@ class ParallelVerifier:
 
     @staticmethod
     def _drain_one(
-        window: deque[tuple[list[StreamMessage], Future[list[Verdict]]]],
-    ) -> Iterator[tuple[StreamMessage, Verdict]]:
+        window: deque[tuple[list[StreamMessage], Future[list[Examined]]]],
+    ) -> Iterator[tuple[StreamMessage, Examined]]:
         chunk, future = window.popleft()
         yield from zip(chunk, future.result(), strict=True)

@@ -124,8 +124,8 @@ def audit_messages(
         from handsoff.services.auditor.parallel import ParallelVerifier
 
         with ParallelVerifier(region, workers) as verifier:
-            for done, (m, verdict) in enumerate(verifier.verdicts(events), 1):
-                replay.add(m.seq, m.subject, m.headers, m.data, m.time, verdict)
+            for done, (m, examined) in enumerate(verifier.examined(events), 1):
+                replay.add(m.seq, m.subject, m.headers, m.data, m.time, examined)
                 if progress is not None:
                     progress(done, total)
     else:

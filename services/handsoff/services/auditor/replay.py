@@ -15,18 +15,18 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from handsoff.federation import envelope, shared, subjects
-from handsoff.federation.checkpoints import published_leaf
+from handsoff.federation.checkpoints import PublishedLeaf, published_leaf
 from handsoff.federation.errors import EnvelopeRejected
-from handsoff.federation.region import RegionDocument
+from handsoff.federation.region import KeyTable, RegionDocument
 from handsoff.federation.statements import AggregateStatement, Inputs
 from handsoff.keys.merkle import MerkleTree, leaf_hash
 from handsoff.services.aggregator import release
 from handsoff.services.aggregator.disclosure import SuppressionMemory
 from handsoff.services.aggregator.indicators import Ledger, compute
-from handsoff.services.auditor.report import Collector
+from handsoff.services.auditor.report import Collector, Severity
 
 SIGNATURES = "signatures"
 EXACTLY_ONCE = "exactly_once"
@@ -38,18 +38,28 @@ VERIFIED: Final = ("", "")
 Verdict = tuple[str, str]  # VERIFIED, or (reason, detail) of the rejection
 
 
-def verify(
-    region: RegionDocument,
+class Examined(NamedTuple):
+    """What the replay needs of one message before folding it, found by `examine` (in a
+    worker process when verification runs on every core: parallel.py)."""
+
+    verdict: Verdict  # of the envelope: headers, membership, key validity, signature
+    checked: envelope.Checked | None  # when the envelope verified
+    published: PublishedLeaf | None  # what it stands for in its partner's published log
+
+
+def examine(
+    keys: envelope.KeyDirectory,
     subject: str,
     headers: Mapping[str, str] | None,
     data: bytes,
     at: datetime,
-) -> Verdict:
+) -> Examined:
+    published = published_leaf(subject, headers, data)
     try:
-        envelope.open_message(region, subject, headers, data, at, shared.decode)
+        checked = envelope.check_envelope(keys, subject, headers, data, at)
     except EnvelopeRejected as e:
-        return (e.reason, str(e))
-    return VERIFIED
+        return Examined((e.reason, str(e)), None, published)
+    return Examined(VERIFIED, checked, published)
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ class EventReplay:
         self._pending = sorted(self.releases, key=lambda r: r.number)
         self._memory = SuppressionMemory()
         self._countries = sorted({p.country for p in self.region.partners})
+        self._keys = KeyTable(self.region)
+        self._sequence = self._signatures = self._exactly_once = 0
 
     def add(
         self,
@@ -107,42 +119,46 @@ class EventReplay:
         headers: Mapping[str, str] | None,
         data: bytes,
         at: datetime,
-        verdict: Verdict | None = None,
+        examined: Examined | None = None,
     ) -> None:
-        """One message of the stream, in sequence order. `verdict`: its verification done
-        elsewhere (parallel.py: the same `open_message` in a worker process)."""
+        """One message of the stream, in sequence order. `examined`: its envelope checked
+        elsewhere (parallel.py: the same `examine` in a worker process)."""
         self._check_sequence(seq, at)
         self.position, self.as_of = seq, at
-        self._note_published(subject, headers, data)
-        self.found.count(SIGNATURES)
-        msg_id = (headers or {}).get(envelope.MSG_ID, "?")
-        where = f"stream seq {seq} ({msg_id})"
-        if verdict is None:
-            verdict = verify(self.region, subject, headers, data, at)
-        if verdict != VERIFIED:
+        if examined is None:
+            examined = examine(self._keys, subject, headers, data, at)
+        verdict, checked, published = examined
+        if published is not None:
+            self._published[published.partner].setdefault(published.number, published.leaf)
+        self._signatures += 1
+        opened = None
+        if checked is not None:
+            try:
+                opened = envelope.open_payload(checked, subject, data, shared.decode)
+            except EnvelopeRejected as e:
+                verdict = (e.reason, str(e))
+        if opened is None:
             reason, detail = verdict
-            self.found.find(SIGNATURES, reason, where, detail)
+            self._find(SIGNATURES, reason, self._where(seq, headers), detail)
             self._releases_due()
             return
-        partner, number = envelope.parse_message_id(msg_id)
-        opened = envelope.Opened(partner, msg_id, number, shared.decode(data))
-        self.found.count(EXACTLY_ONCE)
+        self._exactly_once += 1
         key = (opened.partner, opened.number)
         digest = hashlib.blake2b(data, digest_size=16).digest()
         held = self._seen.get(key)
         if held is not None:
             if held != digest:
-                self.found.find(
+                self._find(
                     EXACTLY_ONCE,
                     "conflict",
-                    where,
+                    self._where(seq, headers),
                     "a different payload under a message number already taken",
                 )
             else:
-                self.found.find(
+                self._find(
                     EXACTLY_ONCE,
                     "duplicate",
-                    where,
+                    self._where(seq, headers),
                     "stored twice (not counted twice)",
                     severity="warning",
                 )
@@ -151,14 +167,35 @@ class EventReplay:
         self._seen[key] = digest
         self._numbers[opened.partner].add(opened.number)
         self.ledger.add(opened.partner, opened.number, opened.event)
-        self.tree.append(leaf_hash(envelope.leaf(subject, headers or {}, data)))
-        self._releases_due()
+        if published is None:  # verified, yet not on an events subject: hashed all the same
+            self.tree.append(leaf_hash(envelope.leaf(subject, headers or {}, data)))
+        else:
+            self.tree.append(published.leaf)
+        if self._pending and self._pending[0].last_seq <= seq:
+            self._releases_due()
 
-    def _note_published(self, subject: str, headers: Mapping[str, str] | None, data: bytes) -> None:
-        """The partner's published log, as its checkpoints count it (accepted or not)."""
-        leaf = published_leaf(subject, headers, data)
-        if leaf is not None:
-            self._published[leaf.partner].setdefault(leaf.number, leaf.leaf)
+    @staticmethod
+    def _where(seq: int, headers: Mapping[str, str] | None) -> str:
+        return f"stream seq {seq} ({(headers or {}).get(envelope.MSG_ID, '?')})"
+
+    def _find(
+        self, check: str, reason: str, where: str, detail: str, severity: Severity = "error"
+    ) -> None:
+        self._count()
+        self.found.find(check, reason, where, detail, severity)
+
+    def _count(self) -> None:
+        """Counts are kept in plain ints while messages stream by (one Collector call per
+        message and check would be a sizeable share of the replay) and handed over here,
+        before anything else reaches the collector, so checks keep their order."""
+        for check, n in (
+            (SEQUENCE, self._sequence),
+            (SIGNATURES, self._signatures),
+            (EXACTLY_ONCE, self._exactly_once),
+        ):
+            if n:
+                self.found.count(check, n)
+        self._sequence = self._signatures = self._exactly_once = 0
 
     def published(self) -> dict[str, list[bytes]]:
         """Each partner's published leaf hashes, message 1 first, up to the first hole."""
@@ -173,22 +210,23 @@ class EventReplay:
     def _check_sequence(self, seq: int, at: datetime) -> None:
         """The region's streams deny delete and purge: sequences run 1, 2, 3 ... without a
         hole, and stream time never goes back."""
-        self.found.count(SEQUENCE)
+        self._sequence += 1
         where = f"stream seq {seq}"
         if seq <= self.position:
-            self.found.find(SEQUENCE, "order", where, f"after stream seq {self.position}")
+            self._find(SEQUENCE, "order", where, f"after stream seq {self.position}")
         elif seq != self.position + 1:
-            self.found.find(
+            self._find(
                 SEQUENCE, "gap", where, f"stream seqs {self.position + 1}..{seq - 1} are missing"
             )
         if self.as_of is not None and at < self.as_of:
-            self.found.find(SEQUENCE, "order", where, "stored earlier than the message before")
+            self._find(SEQUENCE, "order", where, "stored earlier than the message before")
 
     def _releases_due(self) -> None:
         while self._pending and self._pending[0].last_seq <= self.position:
             self._check_release(self._pending.pop(0))
 
     def _check_release(self, published: PublishedRelease) -> None:
+        self._count()
         first = next(iter(published.statements.values()))
         if first.inputs.last_seq != self.position:
             self.found.find(
@@ -236,6 +274,7 @@ class EventReplay:
 
     def finish(self) -> None:
         """After the last message: gaps in partners' numbering, releases past the end."""
+        self._count()
         for partner, numbers in sorted(self._numbers.items()):
             missing = sorted(set(range(1, max(numbers) + 1)) - numbers)
             if missing:
