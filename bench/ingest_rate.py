@@ -43,6 +43,7 @@ from pathlib import Path
 
 import nacl.signing
 import nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench._common import median
 from handsoff.events import (
@@ -217,6 +218,29 @@ async def ingest_until(url: str, doc: RegionDocument, store: IngestStore, last: 
         await nc.close()
 
 
+async def bare_fetch_ack(url: str, doc: RegionDocument, name: str, last: int) -> float:
+    """The receiving alone: the same messages fetched and acked one by one through a durable
+    pull consumer of their own, nothing verified or stored (a ceiling, not the baseline)."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        start = time.perf_counter()
+        sub = await js.pull_subscribe(
+            subjects.all_events(doc.region),
+            durable=name,
+            stream=subjects.events_stream(doc.region),
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL),
+        )
+        taken = 0
+        while taken < last:
+            for m in await sub.fetch(256, timeout=1.0):
+                taken = max(taken, m.metadata.sequence.stream)
+                await m.ack()
+        return time.perf_counter() - start
+    finally:
+        await nc.close()
+
+
 def raw_verify(doc: RegionDocument, keys: dict[str, SigningKey], sealed: list[Sealed]) -> float:
     vks = {p: nacl.signing.VerifyKey(k.public_key) for p, k in keys.items()}
     items = [
@@ -240,7 +264,7 @@ def rate_bench(events: int, rounds: int) -> None:
         server = EmbeddedNats(Path(tmp) / "nats").start()
         try:
             asyncio.run(publish_all(server.url, iter(sealed)))
-            ingest_rates, raw_rates, ratios = [], [], []
+            ingest_rates, raw_rates, ratios, bare_rates = [], [], [], []
             for r in range(rounds):
 
                 def ingest_round(r: int = r) -> float:
@@ -254,6 +278,8 @@ def rate_bench(events: int, rounds: int) -> None:
                     t_ingest, t_raw = ingest_round(), raw_verify(doc, keys, sealed)
                 else:
                     t_raw, t_ingest = raw_verify(doc, keys, sealed), ingest_round()
+                t_bare = asyncio.run(bare_fetch_ack(server.url, doc, f"bare-{r}", len(sealed)))
+                bare_rates.append(events / t_bare)
                 ingest_rates.append(events / t_ingest)
                 raw_rates.append(events / t_raw)
                 ratios.append(t_raw / t_ingest)
@@ -269,6 +295,8 @@ def rate_bench(events: int, rounds: int) -> None:
         f"\nraw PyNaCl verify:                              {median(raw_rates):,.0f} /s"
         f"\nratio ingest/raw: median {median(ratios):.3f} "
         f"(min {min(ratios):.3f}, max {max(ratios):.3f}; target >= 0.5)"
+        f"\nceiling: bare nats-py fetch + ack alone (nothing verified or stored): "
+        f"{median(bare_rates):,.0f}/s = {median(bare_rates) / median(raw_rates):.2f} of raw verify"
     )
 
 

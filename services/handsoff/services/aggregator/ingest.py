@@ -44,7 +44,7 @@ from nats.js.client import JetStreamContext
 
 from handsoff.federation import checkpoints, envelope, shared, subjects
 from handsoff.federation.errors import EnvelopeRejected
-from handsoff.federation.region import RegionDocument
+from handsoff.federation.region import KeyTable, RegionDocument
 from handsoff.keys.merkle import leaf_hash
 from handsoff.services.aggregator import tally
 from handsoff.services.aggregator.indicators import Ledger
@@ -174,6 +174,21 @@ class IngestStore:
             "SELECT payload FROM accepted WHERE partner = ? AND number = ?", (partner, number)
         ).fetchone()
         return bytes(row[0]) if row else None
+
+    def payloads_of(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """`payload_of` for many (partner, number) at once: one query per batch."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[tuple[str, int], bytes] = {}
+        for start in range(0, len(wanted), 400):  # SQLite allows 32,766 parameters
+            part = wanted[start : start + 400]
+            placeholders = ", ".join(["(?, ?)"] * len(part))  # only placeholders: no values
+            rows = self._db.execute(
+                "SELECT partner, number, payload FROM accepted "  # noqa: S608
+                f"WHERE (partner, number) IN (VALUES {placeholders})",
+                [v for key in part for v in key],
+            )
+            found.update({(str(p), int(n)): bytes(b) for p, n, b in rows})
+        return found
 
     def record(self, batch: Batch) -> None:
         """Accepted rows, rejected rows and the position in one transaction. A (partner,
@@ -372,6 +387,7 @@ class Ingest:
         # A replay (rebuild, audit) reads the stream through its own ordered consumer:
         # nothing to ack, and the quarantine holds the live aggregator's rejects already.
         self.replay = replay
+        self._keys = KeyTable(region)
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
@@ -415,10 +431,10 @@ class Ingest:
         position = self.store.position()
         new_position, as_of = position, None
         accepted: list[Accepted] = []
-        in_batch: dict[tuple[str, int], bytes] = {}
         rejected: list[Rejected] = []
         published: list[Published] = []
         later: list[Msg] = []
+        verified: list[tuple[Msg, int, envelope.Opened, bytes]] = []
         # The stream's sequence has no holes (delete and purge are denied), so messages are
         # taken strictly in order: one after a gap waits (nak) until the gap is filled.
         for m in sorted(msgs, key=lambda m: m.metadata.sequence.stream):
@@ -435,31 +451,30 @@ class Ingest:
                 published.append(Published(seq, *stands_for))
             try:
                 opened = envelope.open_message(
-                    self.region, m.subject, m.headers, m.data, m.metadata.timestamp, shared.decode
+                    self._keys, m.subject, m.headers, m.data, m.metadata.timestamp, shared.decode
                 )
-                key = (opened.partner, opened.number)
-                held = in_batch.get(key)
-                if held is None:
-                    held = self.store.payload_of(*key)
-                if held is not None and held != m.data:
-                    raise EnvelopeRejected(
-                        "conflict", f"{opened.msg_id}: differs from the message accepted"
-                    )
             except EnvelopeRejected as e:
-                if not self.replay:
-                    await self._quarantine(m, seq, e.reason)
-                rejected.append(Rejected(seq, e.reason))
-                result.rejected[e.reason] += 1
+                await self._reject(m, seq, e.reason, rejected, result)
                 continue
-            if held is not None:
-                result.duplicates += 1
-                continue
-            in_batch[key] = m.data
             leaf = (  # an envelope that verifies always stands for its number
                 stands_for.leaf
                 if stands_for is not None
                 else leaf_hash(envelope.leaf(m.subject, m.headers or {}, m.data))
             )
+            verified.append((m, seq, opened, leaf))
+        # Exactly once, for ever: against what the store holds (one query for the batch) and
+        # what this batch already took.
+        held = self.store.payloads_of((o.partner, o.number) for _, _, o, _ in verified)
+        for m, seq, opened, leaf in verified:
+            key = (opened.partner, opened.number)
+            taken = held.get(key)
+            if taken is not None and taken != m.data:
+                await self._reject(m, seq, "conflict", rejected, result)
+                continue
+            if taken is not None:
+                result.duplicates += 1
+                continue
+            held[key] = m.data
             accepted.append(
                 Accepted(seq, opened.partner, opened.number, m.data, leaf, opened.event)
             )
@@ -472,6 +487,14 @@ class Ingest:
                 await m.nak()
         result.waiting = len(later)
         return result
+
+    async def _reject(
+        self, m: Msg, seq: int, reason: str, rejected: list[Rejected], result: IngestResult
+    ) -> None:
+        if not self.replay:
+            await self._quarantine(m, seq, reason)
+        rejected.append(Rejected(seq, reason))
+        result.rejected[reason] += 1
 
     async def _quarantine(self, m: Msg, seq: int, reason: str) -> None:
         await quarantine(
