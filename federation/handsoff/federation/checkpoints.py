@@ -153,6 +153,19 @@ def published_leaf(
     return PublishedLeaf(partner, number, leaf_hash(data))
 
 
+def published_leaf_of(
+    checked: envelope.Checked, subject: str, headers: Mapping[str, str], payload: bytes
+) -> PublishedLeaf | None:
+    """`published_leaf` of a message whose envelope verified (its id and headers known good):
+    the same answer without parsing them again."""
+    parts = subject.split(".")
+    if len(parts) < 5 or parts[2] != "events":
+        return None
+    return PublishedLeaf(
+        checked.partner, checked.number, leaf_hash(envelope.leaf(subject, headers, payload))
+    )
+
+
 def checkpoint_msg_id(partner: str, size: int) -> str:
     return f"checkpoint:{partner}:{size}"
 

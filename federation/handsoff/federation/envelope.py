@@ -69,15 +69,11 @@ def parse_message_id(msg_id: str) -> tuple[str, int]:
 
 def signing_input(subject: str, msg_id: str, region_version: int, payload: bytes) -> bytes:
     s, m = subject.encode(), msg_id.encode()
-    return (
-        DOMAIN
-        + struct.pack(">H", len(s))
-        + s
-        + struct.pack(">H", len(m))
-        + m
-        + struct.pack(">Q", region_version)
-        + payload
-    )
+    return b"".join((DOMAIN, _U16(len(s)), s, _U16(len(m)), m, _U64(region_version), payload))
+
+
+_U16 = struct.Struct(">H").pack
+_U64 = struct.Struct(">Q").pack
 
 
 def seal_headers(
@@ -124,21 +120,26 @@ def check_envelope(
     """The first half of `open_message`: headers, membership, key validity and signature
     (what a verifying worker process runs; the payload is decoded where it is used)."""
     headers = headers or {}
-    missing = [h for h in (MSG_ID, KID, SIGNATURE, REGION_VERSION) if not headers.get(h)]
-    if missing:
+    msg_id, kid, signature_hex, version_text = (
+        headers.get(MSG_ID),
+        headers.get(KID),
+        headers.get(SIGNATURE),
+        headers.get(REGION_VERSION),
+    )
+    if not (msg_id and kid and signature_hex and version_text):
+        missing = [h for h in (MSG_ID, KID, SIGNATURE, REGION_VERSION) if not headers.get(h)]
         raise EnvelopeRejected("malformed", f"missing header(s) {', '.join(missing)}")
     try:
         subject_partner = partner_of(subject)
     except ValueError as e:
         raise EnvelopeRejected("malformed", str(e)) from None
-    msg_id = headers[MSG_ID]
     partner, number = parse_message_id(msg_id)
     if partner != subject_partner:
         raise EnvelopeRejected(
             "wrong_sender", f"message id names {partner}, subject belongs to {subject_partner}"
         )
     try:
-        region_version = int(headers[REGION_VERSION])
+        region_version = int(version_text)
     except ValueError:
         raise EnvelopeRejected("malformed", "Hx-Region is not a number") from None
     if region_version < directory.version and at >= directory.issued_at:
@@ -148,18 +149,18 @@ def check_envelope(
             f"{directory.version} was issued",
         )
     try:
-        public_key = directory.partner_key(partner, headers[KID], at)
+        public_key = directory.partner_key(partner, kid, at)
     except FederationError as e:
         raise EnvelopeRejected(getattr(e, "reason", "unknown_key"), str(e)) from None
     try:
-        signature = bytes.fromhex(headers[SIGNATURE])
+        signature = bytes.fromhex(signature_hex)
         verify_signature(
             public_key, signing_input(subject, msg_id, region_version, payload), signature
         )
     except (ValueError, BadSignature):
         raise EnvelopeRejected(
             "bad_signature",
-            f"{msg_id}: signature does not verify with {partner}'s key {headers[KID]}",
+            f"{msg_id}: signature does not verify with {partner}'s key {kid}",
         ) from None
     return Checked(partner, msg_id, number)
 
@@ -196,10 +197,18 @@ def leaf(subject: str, headers: Mapping[str, str], payload: bytes) -> bytes:
 
     Node checkpoints and the aggregator's release commitments both hash envelopes this way,
     so an auditor recomputes either from the stream alone."""
-    parts = [subject.encode(), headers[MSG_ID].encode(), headers[KID].encode()]
-    out = bytearray(LEAF_DOMAIN)
-    for p in parts:
-        out += struct.pack(">H", len(p)) + p
-    out += struct.pack(">Q", int(headers[REGION_VERSION]))
-    out += bytes.fromhex(headers[SIGNATURE])
-    return bytes(out) + payload
+    s, m, k = subject.encode(), headers[MSG_ID].encode(), headers[KID].encode()
+    return b"".join(
+        (
+            LEAF_DOMAIN,
+            _U16(len(s)),
+            s,
+            _U16(len(m)),
+            m,
+            _U16(len(k)),
+            k,
+            _U64(int(headers[REGION_VERSION])),
+            bytes.fromhex(headers[SIGNATURE]),
+            payload,
+        )
+    )

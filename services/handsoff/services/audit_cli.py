@@ -1,4 +1,9 @@
-"""`handsoff audit region | node`: exit 0 only when everything verifies."""
+"""`handsoff audit region | node | export | bundle`: exit 0 only when everything verifies.
+
+`audit region` and `audit export` take the region's history: `--region` once per signed
+version (a file, or a directory of them), every version checked as a chain and each message
+judged by the version in force at its stream time (auditor/membership.py).
+"""
 
 from __future__ import annotations
 
@@ -45,10 +50,29 @@ def _region(args: argparse.Namespace) -> Any:
     return load_region(args.region).document
 
 
-def cmd_region(args: argparse.Namespace) -> int:
-    from handsoff.services.auditor.region import audit_region
+def _versions(paths: list[Path]) -> list[Any]:
+    """The signed region files given: each file, and every *.json file of each directory."""
+    from handsoff.federation.region import load_region
 
-    region = _region(args)
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if not found:
+                raise SystemExit(f"handsoff: error: {path} holds no region file (*.json)")
+            files.extend(found)
+        else:
+            files.append(path)
+    return [load_region(f) for f in files]
+
+
+def cmd_region(args: argparse.Namespace) -> int:
+    from handsoff.services.auditor.membership import check_history
+    from handsoff.services.auditor.region import audit_region
+    from handsoff.services.auditor.report import Collector
+
+    found = Collector()
+    region = check_history(_versions(args.region), found)
     bar: list[Progress] = []
 
     def progress(done: int, total: int) -> None:
@@ -59,7 +83,7 @@ def cmd_region(args: argparse.Namespace) -> int:
     async def run() -> AuditReport:
         nc = await _connect(args)
         try:
-            return await audit_region(nc.jetstream(), region, progress)
+            return await audit_region(nc.jetstream(), region, progress, found=found)
         finally:
             await nc.close()
 
@@ -106,13 +130,15 @@ async def _stored(args: argparse.Namespace) -> dict[str, bytes]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from handsoff.federation import subjects
-    from handsoff.federation.region import load_region
     from handsoff.services.aggregator.service import AggregatorPaths, open_key
     from handsoff.services.auditor.bundle import new_bundle, sign_bundle
     from handsoff.services.auditor.region import read_all
 
     paths = AggregatorPaths(args.dir)
-    signed_region = load_region(args.region or paths.region)
+    versions = _versions(args.region) if args.region else paths.region_versions()
+    if not versions:
+        raise SystemExit(f"handsoff: error: no region document held in {args.dir}: pass --region")
+    signed_region = max(versions, key=lambda s: (s.document.version, s.document.issued_at))
     r = signed_region.document.region
     key = open_key(args.dir, passphrase(os.environ))
 
@@ -130,10 +156,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             checkpoints.sort(key=lambda m: m.seq)
         finally:
             await nc.close()
-        bundle = new_bundle(signed_region, events, aggregates, checkpoints)
+        bundle = new_bundle(signed_region, events, aggregates, checkpoints, versions)
         _out(
             f"bundled {len(events)} events, {len(aggregates)} statements, "
-            f"{len(checkpoints)} checkpoints of region {r}"
+            f"{len(checkpoints)} checkpoints of region {r}, "
+            f"{len(bundle.history) + 1} region version(s)"
         )
         return sign_bundle(bundle, key)
 
@@ -143,10 +170,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from handsoff.federation.region import load_region
     from handsoff.services.auditor.bundle import audit_bundle
 
-    trusted = load_region(args.region) if args.region is not None else None
+    trusted = _versions(args.region) if args.region else None
     return _finish(audit_bundle(args.file.read_bytes(), trusted, workers=args.workers), args)
 
 
@@ -162,9 +188,25 @@ def add_audit_commands(sub: Any) -> None:
     audit = sub.add_parser("audit", help="verify logs, streams and published figures")
     aus = audit.add_subparsers(dest="audit_command", required=True)
 
-    region = _reports(aus.add_parser("region", help="replay the region's streams"))
+    region = _reports(
+        aus.add_parser(
+            "region",
+            help="replay the region's streams",
+            description="Replays the region's streams from the start with public keys only. "
+            "Give every signed version of the region document (--region once per file, or a "
+            "directory of them): the versions are checked as a chain (each signed by enough "
+            "coordinators of the version before it) and each message is judged by the version "
+            "in force at its stream time. Given one version, every message is judged by it.",
+        )
+    )
     region.add_argument("--nats", required=True, help="the region's NATS URL")
-    region.add_argument("--region", type=Path, required=True, help="the signed region file")
+    region.add_argument(
+        "--region",
+        type=Path,
+        action="append",
+        required=True,
+        help="a signed region file or a directory of them; repeat for every version",
+    )
     region.set_defaults(func=cmd_region)
 
     node = _reports(aus.add_parser("node", help="a node's log and its consent record"))
@@ -176,13 +218,26 @@ def add_audit_commands(sub: Any) -> None:
     export = _reports(aus.add_parser("export", help="write a signed, self-contained bundle"))
     export.add_argument("--dir", type=Path, required=True, help="the aggregator folder (key)")
     export.add_argument("--nats", required=True, help="the region's NATS URL")
-    export.add_argument("--region", type=Path, help="region file (default: the one held)")
+    export.add_argument(
+        "--region",
+        type=Path,
+        action="append",
+        help="a signed region file or directory, repeatable (default: every version the "
+        "aggregator has held, DIR/regions/ and DIR/region.json)",
+    )
     export.add_argument("--out", type=Path, required=True, help="the bundle file to write")
     export.set_defaults(func=cmd_export)
 
     bundle = _reports(aus.add_parser("bundle", help="verify a bundle offline"))
     bundle.add_argument("file", type=Path, help="the bundle")
-    bundle.add_argument("--region", type=Path, help="the region file you trust (optional)")
+    bundle.add_argument(
+        "--region",
+        type=Path,
+        action="append",
+        help="a region file you hold and trust, or a directory of them (optional, "
+        "repeatable): each must be one of the bundle's versions, and the bundle's first "
+        "version must be signed by coordinators they list",
+    )
     bundle.add_argument(
         "--workers",
         type=int,

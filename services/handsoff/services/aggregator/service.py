@@ -7,8 +7,10 @@
         -> HTTP feeds (JSON, CSV, SSE, dashboard) and NATS (aggregates stream + KV bucket)
 
 The folder holds `aggregator.key` (the signing key, argon2id + SecretBox), `region.json`
-(the region document held: a newer one is taken only under the acceptance rule) and
-`aggregator.sqlite` (accepted envelopes, figures, position, releases, suppression memory).
+(the region document held: a newer one is taken only under the acceptance rule),
+`regions/region-v<N>.json` (every version held, kept for audit exports: the auditor judges
+each message by the version in force when it was stored) and `aggregator.sqlite` (accepted
+envelopes, figures, position, releases, suppression memory).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from handsoff.federation import subjects
 from handsoff.federation.natsconf import AGGREGATOR_USER, server_urls
 from handsoff.federation.region import (
     RegionDocument,
+    SignedRegion,
     accept,
     load_region,
     save_region,
@@ -54,6 +57,7 @@ log = logging.getLogger("handsoff.aggregator")
 
 KEY_FILE: Final = "aggregator.key"
 REGION_FILE: Final = "region.json"
+REGIONS_DIR: Final = "regions"
 STORE_FILE: Final = "aggregator.sqlite"
 
 
@@ -72,6 +76,18 @@ class AggregatorPaths:
     @property
     def region(self) -> Path:
         return self.root / REGION_FILE
+
+    @property
+    def regions(self) -> Path:
+        """Every version of the region document held, one file each."""
+        return self.root / REGIONS_DIR
+
+    def region_versions(self) -> list[SignedRegion]:
+        """The versions kept in `regions/` and the one held (for `audit export`)."""
+        files = sorted(self.regions.glob("region-v*.json")) if self.regions.is_dir() else []
+        if self.region.exists():
+            files.append(self.region)
+        return [load_region(f) for f in files]
 
     @property
     def store(self) -> Path:
@@ -115,18 +131,30 @@ def open_key(directory: Path, passphrase: bytes) -> SigningKey:
 def take_region(
     paths: AggregatorPaths, candidate_file: Path | None, now: datetime | None = None
 ) -> RegionDocument:
-    """The region document held, after taking on `candidate_file` if it is newer."""
+    """The region document held, after taking on `candidate_file` if it is newer. Every
+    version held is also kept in `regions/`."""
     now = now or datetime.now(UTC)
-    held = load_region(paths.region).document if paths.region.exists() else None
+    held_file = load_region(paths.region) if paths.region.exists() else None
+    held = held_file.document if held_file is not None else None
+    if held_file is not None:
+        _keep_version(paths, held_file)  # a folder from before versions were kept
     if candidate_file is not None:
         candidate = load_region(candidate_file)
         if held is None or candidate.document.version != held.version:
             doc = accept(candidate, held=held, now=now)
             save_region(paths.region, candidate)
+            _keep_version(paths, candidate)
             return doc
     if held is None:
         raise AggregatorError(f"no region document held in {paths.root}: pass --region FILE")
     return held
+
+
+def _keep_version(paths: AggregatorPaths, signed: SignedRegion) -> None:
+    path = paths.regions / f"region-v{signed.document.version}.json"
+    if not path.exists():
+        paths.regions.mkdir(exist_ok=True)
+        save_region(path, signed)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@
 
     bundle = {
       "format": "handsoff-audit-bundle/1",
-      "region": "<the signed region file, exactly as held>",
+      "region": "<the signed region file, exactly as held: the newest version>",
+      "history": ["<signed region file>", ...]  every earlier version, oldest first
+                                                 (absent from bundles made before it)
       "exported_at": "<ISO time>",
       "events":      [message, ...]   HX_<R>_EVENTS, in stream order
       "statements":  [message, ...]   HX_<R>_AGGREGATES
@@ -18,11 +20,14 @@
 
 The outer signature says who exported it and that it arrived intact; every check inside
 stands on the partners' and the aggregator's own signatures, so a bundle re-signed by a
-dishonest exporter is still caught by the region audit it contains.
+dishonest exporter is still caught by the region audit it contains. The region versions are
+checked as a chain (auditor/membership.py) and every message is judged against the version
+in force at its stream time, as `audit region` does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -30,6 +35,7 @@ import msgspec
 
 from handsoff.federation.region import RegionProblem, SignedRegion
 from handsoff.keys import BadSignature, SigningKey, key_id, verify_signature
+from handsoff.services.auditor.membership import check_history
 from handsoff.services.auditor.region import StreamMessage, audit_messages
 from handsoff.services.auditor.report import AuditReport, Collector
 
@@ -49,6 +55,7 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Bundle(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     format: Literal["handsoff-audit-bundle/1"] = FORMAT
     region: str
+    history: list[str] = []  # the earlier versions of the region document, oldest first
     exported_at: datetime
     events: list[Message]
     statements: list[Message]
@@ -78,11 +85,18 @@ def sign_bundle(bundle: Bundle, key: SigningKey) -> bytes:
 
 
 def audit_bundle(
-    data: bytes, trusted_region: SignedRegion | None = None, *, workers: int = 1
+    data: bytes,
+    trusted_region: SignedRegion | Sequence[SignedRegion] | None = None,
+    *,
+    workers: int = 1,
 ) -> AuditReport:
-    """Verifies a bundle offline: the exporter's signature, the region document inside (its
-    coordinators' threshold; the same document as `trusted_region` when given), then the
-    whole region audit over the bundled messages."""
+    """Verifies a bundle offline: the exporter's signature (the aggregator of the newest
+    version), the region versions inside as a chain (each signed by enough coordinators of
+    the one before), then the whole region audit over the bundled messages.
+
+    `trusted_region`: versions the auditor holds. Each must be in the bundle byte for byte,
+    and the bundle's first version must be signed by coordinators they list (a chain only
+    vouches forward: a forged version before a genuine one is caught only this way)."""
     found = Collector()
     found.count(BUNDLE)
     try:
@@ -90,6 +104,7 @@ def audit_bundle(
         body = bytes(signed.bundle)
         bundle = msgspec.json.decode(body, type=Bundle)
         region = SignedRegion.decode(bundle.region.encode())
+        earlier = [SignedRegion.decode(h.encode()) for h in bundle.history]
     except (msgspec.DecodeError, RegionProblem) as e:
         found.find(BUNDLE, "malformed", "bundle", f"not an audit bundle: {e}")
         return found.report("bundle", "?")
@@ -106,24 +121,9 @@ def audit_bundle(
             found.find(
                 BUNDLE, "bad_signature", "bundle", "the exporter's signature does not verify"
             )
-    found.count("membership")
-    valid = region.valid_signers(doc.coordinator_keys())
-    if len(valid) < doc.threshold:
-        found.find(
-            "membership",
-            "insufficient_signatures",
-            f"region version {doc.version}",
-            f"{len(valid)} valid coordinator signature(s) of the {doc.threshold} needed",
-        )
-    if trusted_region is not None and trusted_region.document_bytes != region.document_bytes:
-        found.find(
-            "membership",
-            "different_region",
-            f"region version {doc.version}",
-            f"not the region document trusted here (version {trusted_region.document.version})",
-        )
+    history = check_history([*earlier, region], found, trusted=trusted_region)
     return audit_messages(
-        doc,
+        history,
         _stream(bundle.events),
         _stream(bundle.statements),
         found=found,
@@ -138,9 +138,15 @@ def new_bundle(
     events: list[StreamMessage],
     statements: list[StreamMessage],
     checkpoints: list[StreamMessage],
+    history: Sequence[SignedRegion] = (),
 ) -> Bundle:
+    """`region`: the newest version; `history`: the earlier ones (any order; `region` itself
+    and repeats are left out)."""
+    earlier = {h.document_bytes: h for h in history if h.document_bytes != region.document_bytes}
+    ordered = sorted(earlier.values(), key=lambda h: (h.document.version, h.document.issued_at))
     return Bundle(
         region=region.encode().decode(),
+        history=[h.encode().decode() for h in ordered],
         exported_at=datetime.now(UTC),
         events=[message(m) for m in events],
         statements=[message(m) for m in statements],

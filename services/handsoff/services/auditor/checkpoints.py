@@ -7,6 +7,8 @@ order, accepted or not). Then, per partner, in stream order, every checkpoint is
 good one (`check_checkpoint`: no rollback, consistent, the root of what the stream holds);
 one claiming more messages than the stream holds is `unpublished` (a checkpointed tail that
 has gone). Every cosignature must be the aggregator's and countersign a good checkpoint.
+Keys (partners' and the aggregator's) are those of the region version in force at each
+message's stream time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from handsoff.federation.checkpoints import (
     open_checkpoint,
     open_cosignature,
 )
+from handsoff.federation.history import RegionHistory
 from handsoff.federation.region import RegionDocument
 from handsoff.keys.merkle import root_from_hashes
 from handsoff.services.auditor.report import Collector
@@ -40,12 +43,13 @@ def _is_cosignature(m: StreamMessage) -> bool:
 
 
 def audit_checkpoints(
-    region: RegionDocument,
+    region: RegionDocument | RegionHistory,
     published: Mapping[str, list[bytes]],
     messages: Iterable[StreamMessage],
     found: Collector,
 ) -> None:
     """`published`: each partner's leaf hashes, message 1 first (no holes)."""
+    history = RegionHistory.of(region)
     good: dict[str, Witnessed] = {}
     valid: set[tuple[str, int, str]] = set()
     cosignatures: list[StreamMessage] = []
@@ -64,7 +68,7 @@ def audit_checkpoints(
         found.count(CHECKPOINTS)
         where = f"checkpoints seq {m.seq}"
         try:
-            c: Checkpoint = open_checkpoint(m.data, region, m.time, m.subject)
+            c: Checkpoint = open_checkpoint(m.data, history.in_force(m.time), m.time, m.subject)
             where = f"checkpoint {c.partner} size {c.size} (seq {m.seq})"
             held = len(published.get(c.partner, []))
             if c.size > held:
@@ -83,7 +87,7 @@ def audit_checkpoints(
         found.count(COSIGNATURES)
         where = f"cosignature seq {m.seq}"
         try:
-            s = open_cosignature(m.data, region)
+            s = open_cosignature(m.data, history.in_force(m.time))
         except CheckpointRejected as e:
             found.find(COSIGNATURES, e.reason, where, e.detail)
             continue

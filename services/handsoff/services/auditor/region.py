@@ -1,10 +1,18 @@
 """`handsoff audit region`: the region's streams from the start, public keys only.
 
+membership         every version of the region document given, checked as a chain
+                   (membership.check_history); each message below is judged against the
+                   version in force at its stream time (federation/history.py)
 HX_<R>_AGGREGATES  every signed statement: the aggregator's signature, one version of
                    each (release, indicator), grouped into releases
 HX_<R>_EVENTS      every envelope in order (EventReplay): signatures, membership and key
                    validity at the stream's timestamp, exactly once per (partner,
-                   number), no gaps; each release recomputed at its position and compared
+                   number), no gaps; each release recomputed at its position and compared;
+                   which region versions the senders name (membership.VersionUse)
+HX_<R>_CHECKPOINTS every checkpoint and cosignature (checkpoints.py)
+
+`region` may be one document (every message judged by it, whatever its time) or a
+RegionHistory.
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from handsoff.federation import statements, subjects
+from handsoff.federation.history import RegionHistory
 from handsoff.federation.region import RegionDocument
 from handsoff.federation.statements import AggregateStatement, StatementRejected
 from handsoff.services.auditor.checkpoints import audit_checkpoints
+from handsoff.services.auditor.membership import VersionUse
 from handsoff.services.auditor.replay import RELEASES, EventReplay, PublishedRelease
 from handsoff.services.auditor.report import AuditReport, Collector
 
@@ -67,14 +77,19 @@ async def read_all(js: JetStreamContext, stream: str, subject: str) -> list[Stre
 
 
 def published_releases(
-    messages: Iterable[StreamMessage], region: RegionDocument, found: Collector
+    messages: Iterable[StreamMessage],
+    region: RegionDocument | RegionHistory,
+    found: Collector,
 ) -> list[PublishedRelease]:
+    """Each statement verified with the aggregator key of the version in force when it was
+    stored."""
+    history = RegionHistory.of(region)
     by_release: dict[int, dict[str, tuple[AggregateStatement, bytes]]] = defaultdict(dict)
     for m in messages:
         where = f"aggregates seq {m.seq}"
         found.count("statements")
         try:
-            s = statements.verify(m.data, region)
+            s = statements.verify(m.data, history.in_force(m.time))
         except StatementRejected as e:
             found.find("statements", e.reason, where, str(e))
             continue
@@ -104,8 +119,21 @@ def published_releases(
     return out
 
 
+def _replay(
+    history: RegionHistory, aggregates: Iterable[StreamMessage], found: Collector
+) -> tuple[EventReplay, VersionUse]:
+    """The replay of the events, with the releases to recompute, and what watches the
+    versions the messages and releases name."""
+    used = VersionUse(history)
+    releases = published_releases(aggregates, history, found)
+    for published in releases:
+        first = next(iter(published.statements.values()))
+        used.note_release(published.number, first.region_version)
+    return EventReplay(history.latest, found, releases, history=history), used
+
+
 def audit_messages(
-    region: RegionDocument,
+    region: RegionDocument | RegionHistory,
     events: Iterable[StreamMessage],
     aggregates: Iterable[StreamMessage],
     *,
@@ -119,43 +147,55 @@ def audit_messages(
     """The region audit over messages already read (from the streams or a bundle);
     `workers` > 1 verifies signatures in that many processes (parallel.py)."""
     found = found or Collector()
-    replay = EventReplay(region, found, published_releases(aggregates, region, found))
+    history = RegionHistory.of(region)
+    replay, used = _replay(history, aggregates, found)
     if workers > 1:
         from handsoff.services.auditor.parallel import ParallelVerifier
 
-        with ParallelVerifier(region, workers) as verifier:
+        with ParallelVerifier(history, workers) as verifier:
             for done, (m, examined) in enumerate(verifier.examined(events), 1):
+                used.note(m.headers, m.time)
                 replay.add(m.seq, m.subject, m.headers, m.data, m.time, examined)
                 if progress is not None:
                     progress(done, total)
     else:
         for done, m in enumerate(events, 1):
+            used.note(m.headers, m.time)
             replay.add(m.seq, m.subject, m.headers, m.data, m.time)
             if progress is not None:
                 progress(done, total)
     replay.finish()
-    audit_checkpoints(region, replay.published(), checkpoints, found)
-    return found.report(kind, region.region)
+    used.report(found)
+    audit_checkpoints(history, replay.published(), checkpoints, found)
+    return found.report(kind, history.region)
 
 
 async def audit_region(
-    js: JetStreamContext, region: RegionDocument, progress: Progress | None = None
+    js: JetStreamContext,
+    region: RegionDocument | RegionHistory,
+    progress: Progress | None = None,
+    *,
+    found: Collector | None = None,
 ) -> AuditReport:
-    """The streams read as they are replayed (memory does not grow with the events)."""
-    r = region.region
-    found = Collector()
+    """The streams read as they are replayed (memory does not grow with the events).
+    `found`: a collector holding the membership check already (membership.check_history)."""
+    history = RegionHistory.of(region)
+    r = history.region
+    found = found or Collector()
     aggregates = await read_all(js, subjects.aggregates_stream(r), subjects.all_aggregates(r))
-    replay = EventReplay(region, found, published_releases(aggregates, region, found))
+    replay, used = _replay(history, aggregates, found)
     done = 0
     async for total, m in read_stream(js, subjects.events_stream(r), subjects.all_events(r)):
+        used.note(m.headers, m.time)
         replay.add(m.seq, m.subject, m.headers, m.data, m.time)
         done += 1
         if progress is not None:
             progress(done, total)
     replay.finish()
+    used.report(found)
     stream = subjects.checkpoints_stream(r)
     checkpoints = await read_all(js, stream, subjects.all_checkpoints(r))
     checkpoints += await read_all(js, stream, subjects.all_witness(r))
     checkpoints.sort(key=lambda m: m.seq)
-    audit_checkpoints(region, replay.published(), checkpoints, found)
+    audit_checkpoints(history, replay.published(), checkpoints, found)
     return found.report("region", r)

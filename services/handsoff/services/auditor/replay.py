@@ -15,51 +15,23 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, NamedTuple
 
 from handsoff.federation import envelope, shared, subjects
-from handsoff.federation.checkpoints import PublishedLeaf, published_leaf
 from handsoff.federation.errors import EnvelopeRejected
-from handsoff.federation.region import KeyTable, RegionDocument
+from handsoff.federation.history import RegionHistory
+from handsoff.federation.region import RegionDocument
 from handsoff.federation.statements import AggregateStatement, Inputs
 from handsoff.keys.merkle import MerkleTree, leaf_hash
 from handsoff.services.aggregator import release
 from handsoff.services.aggregator.disclosure import SuppressionMemory
 from handsoff.services.aggregator.indicators import Ledger, compute
+from handsoff.services.auditor.examine import Examined, examine
 from handsoff.services.auditor.report import Collector, Severity
 
 SIGNATURES = "signatures"
 EXACTLY_ONCE = "exactly_once"
 RELEASES = "releases"
 SEQUENCE = "sequence"
-
-
-VERIFIED: Final = ("", "")
-Verdict = tuple[str, str]  # VERIFIED, or (reason, detail) of the rejection
-
-
-class Examined(NamedTuple):
-    """What the replay needs of one message before folding it, found by `examine` (in a
-    worker process when verification runs on every core: parallel.py)."""
-
-    verdict: Verdict  # of the envelope: headers, membership, key validity, signature
-    checked: envelope.Checked | None  # when the envelope verified
-    published: PublishedLeaf | None  # what it stands for in its partner's published log
-
-
-def examine(
-    keys: envelope.KeyDirectory,
-    subject: str,
-    headers: Mapping[str, str] | None,
-    data: bytes,
-    at: datetime,
-) -> Examined:
-    published = published_leaf(subject, headers, data)
-    try:
-        checked = envelope.check_envelope(keys, subject, headers, data, at)
-    except EnvelopeRejected as e:
-        return Examined((e.reason, str(e)), None, published)
-    return Examined(VERIFIED, checked, published)
 
 
 @dataclass(frozen=True)
@@ -101,6 +73,9 @@ class EventReplay:
     tree: MerkleTree = field(default_factory=MerkleTree)
     position: int = 0
     as_of: datetime | None = None
+    # every version of the region document: each message judged by the one in force at its
+    # stream time, each release recomputed with the one it names (None: `region` alone)
+    history: RegionHistory | None = None
 
     def __post_init__(self) -> None:
         self._seen: dict[tuple[str, int], bytes] = {}  # a digest of the payload taken
@@ -108,8 +83,7 @@ class EventReplay:
         self._published: dict[str, dict[int, bytes]] = defaultdict(dict)
         self._pending = sorted(self.releases, key=lambda r: r.number)
         self._memory = SuppressionMemory()
-        self._countries = sorted({p.country for p in self.region.partners})
-        self._keys = KeyTable(self.region)
+        self._keys = self.history if self.history is not None else RegionHistory.of(self.region)
         self._sequence = self._signatures = self._exactly_once = 0
 
     def add(
@@ -127,23 +101,25 @@ class EventReplay:
         self.position, self.as_of = seq, at
         if examined is None:
             examined = examine(self._keys, subject, headers, data, at)
-        verdict, checked, published = examined
-        if published is not None:
-            self._published[published.partner].setdefault(published.number, published.leaf)
+        leaf = examined.leaf
+        if leaf is not None:
+            self._published[examined.partner].setdefault(examined.number, leaf)
         self._signatures += 1
+        reason, detail = examined.reason, examined.detail
         opened = None
-        if checked is not None:
+        if not reason:
+            checked = examined.checked((headers or {})[envelope.MSG_ID])
             try:
                 opened = envelope.open_payload(checked, subject, data, shared.decode)
             except EnvelopeRejected as e:
-                verdict = (e.reason, str(e))
+                reason, detail = e.reason, str(e)
         if opened is None:
-            reason, detail = verdict
             self._find(SIGNATURES, reason, self._where(seq, headers), detail)
             self._releases_due()
             return
         self._exactly_once += 1
-        key = (opened.partner, opened.number)
+        partner, number, event = opened.partner, opened.number, opened.event
+        key = (partner, number)
         digest = hashlib.blake2b(data, digest_size=16).digest()
         held = self._seen.get(key)
         if held is not None:
@@ -165,12 +141,11 @@ class EventReplay:
             self._releases_due()
             return
         self._seen[key] = digest
-        self._numbers[opened.partner].add(opened.number)
-        self.ledger.add(opened.partner, opened.number, opened.event)
-        if published is None:  # verified, yet not on an events subject: hashed all the same
-            self.tree.append(leaf_hash(envelope.leaf(subject, headers or {}, data)))
-        else:
-            self.tree.append(published.leaf)
+        self._numbers[partner].add(number)
+        self.ledger.add(partner, number, event)
+        if leaf is None:  # verified, yet not on an events subject: hashed all the same
+            leaf = leaf_hash(envelope.leaf(subject, headers or {}, data))
+        self.tree.append(leaf)
         if self._pending and self._pending[0].last_seq <= seq:
             self._releases_due()
 
@@ -236,10 +211,14 @@ class EventReplay:
                 f"names stream position {first.inputs.last_seq}, which the stream lacks",
             )
             return
+        # the version it was cut under: its partners' countries are the tables' rows
+        doc = self._keys.version(first.region_version) or (
+            self._keys.in_force(self.as_of) if self.as_of is not None else self.region
+        )
         header = release.ReleaseHeader(
             region=self.region.region,
             region_version=first.region_version,
-            aggregator=self.region.aggregator.id,
+            aggregator=doc.aggregator.id,
             release=published.number,
             k=first.k,
             breakdowns=first.breakdowns,
@@ -252,7 +231,8 @@ class EventReplay:
                 commitment=self.tree.root().hex(),
             ),
         )
-        made = release.build(compute(self.ledger), header, self._countries, self._memory)
+        countries = sorted({p.country for p in doc.partners})
+        made = release.build(compute(self.ledger), header, countries, self._memory)
         self._memory = made.memory
         mine = {s.indicator: s for s in made.statements}
         for indicator in sorted(set(mine) | set(published.statements)):
