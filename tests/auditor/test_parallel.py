@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
 
 from handsoff.events import Country, PerpetratorCategory, ViolenceType, core_type
 from handsoff.federation import subjects
 from handsoff.federation.envelope import SIGNATURE, message_id, seal_headers
+from handsoff.federation.natsconf import ensure_streams
 from handsoff.federation.region import Aggregator, Coordinator, RegionDocument
 from handsoff.federation.shared import SharedFirstResponse, SharedIncident, encode, kind_of
 from handsoff.keys import SigningKey
 from handsoff.services.auditor import parallel
-from handsoff.services.auditor.region import StreamMessage, audit_messages
+from handsoff.services.auditor.region import StreamMessage, audit_messages, audit_region
+from handsoff.services.natsserver import EmbeddedNats
 
 
 def region_and_messages(n: int) -> tuple[RegionDocument, list[StreamMessage]]:
@@ -63,4 +69,33 @@ def test_parallel_verdicts_equal_single_process() -> None:
         ("signatures", "bad_signature", "stream seq 701 (p1:351)"),
         ("signatures", "bad_signature", "stream seq 901 (p1:451)"),
         ("exactly_once", "missing", "partner p1"),  # so p1's numbers 351 and 451 never count
+    ]
+
+
+async def test_region_audit_over_nats_with_workers_equals_single_process(tmp_path: Path) -> None:
+    """`audit region --workers N` examines chunks in worker processes while the stream is
+    still being read: the report is the single-process one, findings included."""
+    doc, messages = region_and_messages(900)
+    bad = dict(messages[450].headers)
+    bad[SIGNATURE] = "00" * 64
+    messages[450] = replace(messages[450], headers=bad)
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_streams(js, doc.region)
+        acks = [
+            await js.publish_async(m.subject, m.data, headers=m.headers) for m in messages
+        ]
+        await asyncio.wait_for(asyncio.gather(*acks), timeout=30)
+        single = await audit_region(js, doc)
+        several = await audit_region(js, doc, workers=2)
+        await nc.close()
+    finally:
+        server.stop()
+    assert single == several
+    assert next(c.checked for c in single.checks if c.name == "signatures") == 900
+    assert [(f.check, f.reason, f.where) for f in single.findings] == [
+        ("signatures", "bad_signature", "stream seq 451 (p1:226)"),
+        ("exactly_once", "missing", "partner p1"),
     ]

@@ -66,6 +66,16 @@ def _versions(paths: list[Path]) -> list[Any]:
     return [load_region(f) for f in files]
 
 
+def _workers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes checking envelopes and signatures beside the replay (default: one "
+        "per core; 1: all in one process)",
+    )
+
+
 def cmd_region(args: argparse.Namespace) -> int:
     from handsoff.services.auditor.membership import check_history
     from handsoff.services.auditor.region import audit_region
@@ -83,7 +93,9 @@ def cmd_region(args: argparse.Namespace) -> int:
     async def run() -> AuditReport:
         nc = await _connect(args)
         try:
-            return await audit_region(nc.jetstream(), region, progress, found=found)
+            return await audit_region(
+                nc.jetstream(), region, progress, found=found, workers=args.workers
+            )
         finally:
             await nc.close()
 
@@ -207,6 +219,7 @@ def add_audit_commands(sub: Any) -> None:
         required=True,
         help="a signed region file or a directory of them; repeat for every version",
     )
+    _workers(region)
     region.set_defaults(func=cmd_region)
 
     node = _reports(aus.add_parser("node", help="a node's log and its consent record"))
@@ -238,10 +251,5 @@ def add_audit_commands(sub: Any) -> None:
         "repeatable): each must be one of the bundle's versions, and the bundle's first "
         "version must be signed by coordinators they list",
     )
-    bundle.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="processes verifying signatures (default: one per core)",
-    )
+    _workers(bundle)
     bundle.set_defaults(func=cmd_bundle)

@@ -46,6 +46,7 @@ class ParallelVerifier:
         self.workers = workers or os.cpu_count() or 1
         self._pipes: list[Connection] = []
         self._processes: list[BaseProcess] = []
+        self._queued: deque[tuple[list[StreamMessage], int]] = deque()  # in the order sent
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(list[examine.Examined]).decode
 
@@ -75,31 +76,41 @@ class ParallelVerifier:
                 process.kill()
                 process.join()
         self._pipes, self._processes = [], []
+        self._queued.clear()
 
     def examined(
         self, messages: Iterable[StreamMessage]
     ) -> Iterator[tuple[StreamMessage, examine.Examined]]:
+        for chunk in _chunks(messages):
+            yield from self.feed(chunk)
+        yield from self.flush()
+
+    def feed(self, chunk: list[StreamMessage]) -> list[tuple[StreamMessage, examine.Examined]]:
+        """Hands `chunk` to a worker; returns the oldest chunk's answers (in stream order)
+        once every worker has QUEUED chunks, else nothing yet. A worker's next chunk goes
+        out before its answers are folded, so it never waits on the fold."""
         assert self._pipes, "use ParallelVerifier as a context manager"
-        chunks = _chunks(messages)
-        queued: deque[tuple[list[StreamMessage], int]] = deque()  # in the order sent
-        for worker in [*range(len(self._pipes))] * QUEUED:
-            chunk = next(chunks, None)
-            if chunk is None:
-                break
-            self._send(worker, chunk)
-            queued.append((chunk, worker))
-        while queued:
-            chunk, worker = queued.popleft()
+        done: list[tuple[StreamMessage, examine.Examined]] = []
+        if len(self._queued) == QUEUED * len(self._pipes):
+            oldest, worker = self._queued.popleft()
             found = self._receive(worker)
-            following = next(chunks, None)  # sent before this one is folded
-            if following is not None:
-                self._send(worker, following)
-                queued.append((following, worker))
-            yield from zip(chunk, found, strict=True)
+            self._send(worker, chunk)
+            done = list(zip(oldest, found, strict=True))
+        else:
+            busy = [w for _, w in self._queued]
+            self._send(min(range(len(self._pipes)), key=busy.count), chunk)
+        return done
+
+    def flush(self) -> Iterator[tuple[StreamMessage, examine.Examined]]:
+        """The answers to every chunk still queued, in stream order."""
+        while self._queued:
+            chunk, worker = self._queued.popleft()
+            yield from zip(chunk, self._receive(worker), strict=True)
 
     def _send(self, worker: int, chunk: list[StreamMessage]) -> None:
         items = [(m.subject, m.headers, m.data, m.time) for m in chunk]
         self._pipes[worker].send_bytes(self._encode(items))
+        self._queued.append((chunk, worker))
 
     def _receive(self, worker: int) -> list[examine.Examined]:
         try:

@@ -31,6 +31,7 @@ from handsoff.federation.history import RegionHistory
 from handsoff.federation.region import RegionDocument
 from handsoff.federation.statements import AggregateStatement, StatementRejected
 from handsoff.services.auditor.checkpoints import audit_checkpoints
+from handsoff.services.auditor.examine import Examined
 from handsoff.services.auditor.membership import VersionUse
 from handsoff.services.auditor.replay import RELEASES, EventReplay, PublishedRelease
 from handsoff.services.auditor.report import AuditReport, Collector
@@ -176,21 +177,47 @@ async def audit_region(
     progress: Progress | None = None,
     *,
     found: Collector | None = None,
+    workers: int = 1,
 ) -> AuditReport:
     """The streams read as they are replayed (memory does not grow with the events).
-    `found`: a collector holding the membership check already (membership.check_history)."""
+    `found`: a collector holding the membership check already (membership.check_history).
+    `workers` > 1: envelopes examined in that many processes while the stream is read."""
     history = RegionHistory.of(region)
     r = history.region
     found = found or Collector()
     aggregates = await read_all(js, subjects.aggregates_stream(r), subjects.all_aggregates(r))
     replay, used = _replay(history, aggregates, found)
     done = 0
-    async for total, m in read_stream(js, subjects.events_stream(r), subjects.all_events(r)):
+
+    def fold(m: StreamMessage, examined: Examined | None, total: int) -> None:
+        nonlocal done
         used.note(m.headers, m.time)
-        replay.add(m.seq, m.subject, m.headers, m.data, m.time)
+        replay.add(m.seq, m.subject, m.headers, m.data, m.time, examined)
         done += 1
         if progress is not None:
             progress(done, total)
+
+    events = read_stream(js, subjects.events_stream(r), subjects.all_events(r))
+    if workers > 1:
+        from handsoff.services.auditor.parallel import CHUNK, ParallelVerifier
+
+        total = 0
+        with ParallelVerifier(history, workers) as verifier:
+            chunk: list[StreamMessage] = []
+            async for total, m in events:
+                chunk.append(m)
+                if len(chunk) == CHUNK:
+                    for m_, examined in verifier.feed(chunk):
+                        fold(m_, examined, total)
+                    chunk = []
+            if chunk:
+                for m_, examined in verifier.feed(chunk):
+                    fold(m_, examined, total)
+            for m_, examined in verifier.flush():
+                fold(m_, examined, total)
+    else:
+        async for total, m in events:
+            fold(m, None, total)
     replay.finish()
     used.report(found)
     stream = subjects.checkpoints_stream(r)
