@@ -17,7 +17,7 @@ from nats.js.api import DeliverPolicy
 
 from handsoff.federation import statements, subjects
 from handsoff.federation.natsconf import ensure_streams
-from handsoff.federation.region import RegionDocument, SignedRegion, sign_region
+from handsoff.federation.region import Breakdowns, RegionDocument, SignedRegion, sign_region
 from handsoff.federation.statements import AggregateStatement
 from handsoff.keys import KdfStrength, SigningKey, kid_hex
 from handsoff.services.aggregator.indicators import Ledger
@@ -64,18 +64,23 @@ async def make_region(
     *,
     streams: bool = True,
     revoked: SigningKey | None = None,
+    partners: Sequence[tuple[str, str]] = PARTNERS,
+    breakdowns: Breakdowns = "country",
 ) -> Region:
-    """`revoked`: a second key of p1, listed and then revoked (for tampering tests)."""
-    nodes = [make_node(tmp_path / p, p, c) for p, c in PARTNERS]
+    """`revoked`: a second key of p1, listed and then revoked (for tampering tests).
+    `partners`: (id, country) of the nodes; `breakdowns`: the region document's rule."""
+    nodes = [make_node(tmp_path / p, p, c) for p, c in partners]
     agg_dir = tmp_path / "aggregator"
     key = init_aggregator(agg_dir, PASSPHRASE, KdfStrength.INTERACTIVE)
     kit = RegionKit(nodes, aggregator=key)
+    doc = kit.document
     if revoked is not None:
         now = datetime.now(UTC)
-        doc = kit.document.add_partner_key(
-            "p1", revoked.public_key, valid_from=now - timedelta(minutes=1)
-        )
+        doc = doc.add_partner_key("p1", revoked.public_key, valid_from=now - timedelta(minutes=1))
         doc = doc.revoke_key("p1", kid_hex(revoked.kid), now)
+    if breakdowns != doc.breakdowns:
+        doc = doc.set_breakdowns(breakdowns)
+    if doc is not kit.document:
         signed = SignedRegion.unsigned(doc)
         for cid in list(kit.coordinators)[:2]:
             signed = sign_region(signed, cid, kit.coordinators[cid])

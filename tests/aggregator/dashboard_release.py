@@ -3,6 +3,9 @@ months, some of them small enough that many cells are suppressed (k = 5).
 
 Release 2 adds more cases to release 1's and carries its suppression memory, as the
 aggregator does from one release to the next.
+
+With partner breakdowns (`breakdowns="partner"`), two countries have two partners each, so
+the partner tables nest more than one partner in a country.
 """
 
 from __future__ import annotations
@@ -28,19 +31,33 @@ from handsoff.services.aggregator.feed import LatestRelease
 from handsoff.services.aggregator.indicators import compute
 
 COUNTRIES = ("BW", "MZ", "NA", "ZA", "ZW")
+# (partner, country) of the region with partner breakdowns: MZ and ZA have two partners.
+PARTNERS = (
+    ("bw-hands-off", "BW"),
+    ("mz-hands-off", "MZ"),
+    ("mz-sisters", "MZ"),
+    ("na-hands-off", "NA"),
+    ("za-hands-off", "ZA"),
+    ("za-sweat", "ZA"),
+    ("zw-hands-off", "ZW"),
+)
 MONTHS = tuple(f"2026-{m:02d}" for m in range(1, 10))
 K = 5
 SEED = 7
 KEY = SigningKey.from_seed(bytes(32))
 
 
-def messages(cases: int, seed: int = SEED) -> list[Message]:
-    """The shared events of `cases` cases; the first n cases are the same for any larger n."""
+def messages(cases: int, seed: int = SEED, *, partners: bool = False) -> list[Message]:
+    """The shared events of `cases` cases; the first n cases are the same for any larger n.
+    `partners`: from the PARTNERS (else one partner a country)."""
     rng = random.Random(seed)
-    builders = [Builder(f"{c.lower()}-hands-off", Country(c)) for c in COUNTRIES]
+    if partners:
+        builders = [Builder(p, Country(c)) for p, c in PARTNERS]
+    else:
+        builders = [Builder(f"{c.lower()}-hands-off", Country(c)) for c in COUNTRIES]
     for i in range(cases):
-        # The fifth country (ZW) reports rarely: its figures are mostly suppressed.
-        b = rng.choice(builders[:4] if rng.random() < 0.9 else builders)
+        # The last country (ZW) reports rarely: its figures are mostly suppressed.
+        b = rng.choice(builders[:-1] if rng.random() < 0.9 else builders)
         case, month = f"c{i}", rng.choice(MONTHS)
         types = rng.sample(list(ViolenceType), rng.randint(1, 2))
         police = rng.random() >= 0.6
@@ -68,17 +85,21 @@ def messages(cases: int, seed: int = SEED) -> list[Message]:
 
 
 def make_release(
-    number: int, cases: int, memory: SuppressionMemory | None = None
+    number: int,
+    cases: int,
+    memory: SuppressionMemory | None = None,
+    *,
+    breakdowns: str = "country",
 ) -> tuple[LatestRelease, SuppressionMemory]:
     """Release `number` over `cases` cases, signed, as the feed holds it."""
-    msgs = messages(cases)
+    msgs = messages(cases, partners=breakdowns == "partner")
     header = release.ReleaseHeader(
         region="sadc",
         region_version=3,
         aggregator="sadc-aggregator",
         release=number,
         k=K,
-        breakdowns="country",
+        breakdowns=breakdowns,
         as_of=datetime(2026, 9, 30, 17, 45, 12, tzinfo=UTC),
         inputs=Inputs(
             stream="HX_SADC_EVENTS",

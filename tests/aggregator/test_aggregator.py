@@ -1,7 +1,9 @@
 """The aggregator end to end through a real nats-server: three partner nodes relay, the
 aggregator ingests, releases and serves its feeds; every figure equals an independent
 recomputation from the raw shared events (suppression applied), and a rebuild reproduces
-every release byte for byte."""
+every release byte for byte. A region whose document allows partner breakdowns gets
+partner-level figures too (equal to the recomputation, protected jointly with the
+countries'); one that does not gets none anywhere."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import msgspec
 import nats
 import pytest
 
+from aggregator.test_partner_breakdowns import assert_partner_release
 from aggregator_support import (
     Region,
     decode_release,
@@ -25,10 +28,14 @@ from aggregator_support import (
     relay_all,
     release_findings,
     stream_end,
+    verify_stream,
 )
 from handsoff.federation import statements, subjects
-from handsoff.federation.statements import AggregateStatement
-from handsoff.services.aggregator.release import PUBLISHED
+from handsoff.federation.statements import COUNTRY, PARTNER, AggregateStatement
+from handsoff.services.aggregator.disclosure import SuppressionMemory
+from handsoff.services.aggregator.feed import CSV_HEADER, PARTNER_CSV_HEADER
+from handsoff.services.aggregator.indicators import compute
+from handsoff.services.aggregator.release import BY_PARTNER, PUBLISHED, Release
 from handsoff.services.aggregator.service import Aggregator, AggregatorConfig, serve
 from handsoff.services.cli import main
 from handsoff.services.natsserver import EmbeddedNats
@@ -149,6 +156,7 @@ async def test_every_figure_equals_a_recomputation_from_the_raw_events(
             csv_text = (await client.get("/api/releases/latest.csv")).text
             rows = list(csv.DictReader(io.StringIO(csv_text)))
             assert rows
+            assert tuple(rows[0]) == CSV_HEADER  # the region allows no partner breakdowns
             assert {r["release"] for r in rows} == {str(number)}
             incidents = next(s for s in got if s.indicator == "incidents")
             table = incidents.tables[-1]
@@ -194,6 +202,14 @@ async def test_every_figure_equals_a_recomputation_from_the_raw_events(
     assert release_findings(events, region.document, published) == []
     # Suppression happened (small cells exist in 20 stories a partner) and is marked.
     assert any(statements.SUPPRESSED in row for s in got for t in s.tables for row in t.cells)
+    # The region document says "country": nothing partner-level anywhere.
+    for release in published:
+        for s in release:
+            assert s.breakdowns == "country"
+            assert all(t.dimension == COUNTRY for t in s.tables)
+            assert all(x.partner is None for x in (*s.stats, *s.shares))
+    assert b'"partner"' not in body
+    assert b'"dimension"' not in body
 
     # A rebuild from the stream alone reproduces every release byte for byte.
     monkeypatch.setenv("HANDSOFF_PASSPHRASE", PASSPHRASE.decode())
@@ -234,3 +250,61 @@ async def test_live_feed_follows_new_events(region: Region) -> None:
                 assert msgspec.json.decode(line.removeprefix("data: "))["release"] > first
     finally:
         await running.close()
+
+
+async def test_a_partner_region_publishes_partner_figures_equal_to_a_recomputation(
+    tmp_path: Path, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two partners in South Africa, one in Botswana.
+    partners = (("p1", "BW"), ("p2", "ZA"), ("p4", "ZA"))
+    region = await make_region(tmp_path, nats_server.url, partners=partners, breakdowns="partner")
+    try:
+        assert region.document.breakdowns == "partner"
+        end = await stream_end(region.url, region.document.region)
+        running = await start_aggregator(region)
+        try:
+            async with httpx.AsyncClient(base_url=running.url, timeout=TIMEOUT) as client:
+                _, body = await wait_for_release_at(client, end)
+                _, got = decode_release(body, region.document)
+                csv_text = (await client.get("/api/releases/latest.csv")).text
+        finally:
+            await running.close()
+        assert all(s.breakdowns == "partner" for s in got)
+        by_partner = {
+            s.indicator for s in got if any(t.dimension == PARTNER for t in s.tables)
+        }
+        assert by_partner == {*BY_PARTNER, "incidents"}
+        incidents = next(s for s in got if s.indicator == "incidents")
+        nested = {
+            (c, p) for t in incidents.tables if t.dimension == PARTNER
+            for c, p in zip(t.countries, t.rows, strict=True)
+        }  # fmt: skip
+        assert nested == {(c, p) for p, c in partners}
+
+        # Every release equals the auditor's recomputation from the raw stream ...
+        published = await history(region)
+        assert published[-1] == tuple(got)
+        events = await read_all(
+            region.url,
+            subjects.all_events(region.document.region),
+            subjects.events_stream(region.document.region),
+        )
+        assert release_findings(events, region.document, published) == []
+        # ... and the latest one's partner figures are the exact figures where published,
+        # nothing small, nothing recoverable from the country tables and margins.
+        last_seq = got[0].inputs.last_seq
+        figures = compute(verify_stream(events, region.document, last_seq).ledger)
+        assert_partner_release(Release(tuple(got), SuppressionMemory()), figures, got[0].k)
+
+        rows = list(csv.DictReader(io.StringIO(csv_text)))
+        assert tuple(rows[0]) == PARTNER_CSV_HEADER
+        assert {r["partner"] for r in rows} == {"", "p1", "p2", "p4"}
+
+        # A rebuild from the stream alone reproduces every release byte for byte.
+        monkeypatch.setenv("HANDSOFF_PASSPHRASE", PASSPHRASE.decode())
+        monkeypatch.delenv("HANDSOFF_PASSPHRASE_FILE", raising=False)
+        args = ["aggregator", "rebuild", "--dir", str(region.aggregator_dir)]
+        args += ["--into", str(tmp_path / "rebuilt"), "--nats", region.url]
+        assert await asyncio.to_thread(main, args) == 0
+    finally:
+        region.close()

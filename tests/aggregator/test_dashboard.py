@@ -43,6 +43,8 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from aggregator.dashboard_release import K, make_release
 from handsoff.federation.statements import (
+    COUNTRY,
+    PARTNER,
     SUPPRESSED,
     AggregateStatement,
     Figure,
@@ -134,6 +136,12 @@ def releases() -> tuple[LatestRelease, LatestRelease]:
     return first, second
 
 
+@pytest.fixture(scope="module")
+def partner_release() -> LatestRelease:
+    """Release 1 of a region whose document allows partner breakdowns."""
+    return make_release(1, 700, breakdowns="partner")[0]
+
+
 @pytest.fixture
 def empty_server() -> Iterator[Server]:
     """The app before the aggregator's first release."""
@@ -164,13 +172,19 @@ def by_indicator(release: LatestRelease) -> dict[str, AggregateStatement]:
     return {s.indicator: s for s in release.statements}
 
 
-def table_of(release: LatestRelease, indicator: str, period: str) -> PublishedTable:
-    return next(t for t in by_indicator(release)[indicator].tables if t.period == period)
+def table_of(
+    release: LatestRelease, indicator: str, period: str, dimension: str = COUNTRY
+) -> PublishedTable:
+    return next(
+        t
+        for t in by_indicator(release)[indicator].tables
+        if t.period == period and t.dimension == dimension
+    )
 
 
 def total(s: AggregateStatement, period: str, area: str = REGION) -> Figure:
     """A count indicator's total (no table, or no row: nothing counted, 0)."""
-    t = next((t for t in s.tables if t.period == period), None)
+    t = next((t for t in s.tables if t.period == period and t.dimension == COUNTRY), None)
     if t is None:
         return 0
     if area == REGION:
@@ -202,7 +216,7 @@ def expected_headlines(release: LatestRelease) -> dict[str, dict[str, str | None
             "all": str(sum(numbers)),
             "partial": str(len(monthly) - len(numbers)) if len(numbers) < len(monthly) else None,
         }
-    region_shares = [x for x in st["police-share"].shares if x.area == REGION]
+    region_shares = [x for x in st["police-share"].shares if x.area == REGION and not x.partner]
     share = next(x for x in region_shares if x.period == latest)
     whole = [x for x in region_shares if isinstance(x.police, int) and isinstance(x.incidents, int)]
     police = sum(x.police for x in whole if isinstance(x.police, int))
@@ -213,7 +227,7 @@ def expected_headlines(release: LatestRelease) -> dict[str, dict[str, str | None
         "all": f"{police}/{incidents}",
         "partial": str(left) if left else None,
     }
-    stats = [x for x in st["time-to-first-response"].stats if x.area == REGION]
+    stats = [x for x in st["time-to-first-response"].stats if x.area == REGION and not x.partner]
     now = next(x for x in stats if x.period == latest)
     for key, field in (("response-median", "median"), ("response-p90", "p90")):
         value = getattr(now, field)
@@ -229,11 +243,12 @@ def expected_headlines(release: LatestRelease) -> dict[str, dict[str, str | None
 def suppressed_shown(release: LatestRelease, period: str) -> int:
     """How many "suppressed" figures the page's tables for `period` show: every figure of a
     broken-down table (cells and margins), the totals of a one-column table (its cells and
-    column total repeat them), n of the time statistic, both counts of the police share."""
+    column total repeat them), n of the time statistic, both counts of the police share.
+    Country and region figures only: partner_suppressed_shown counts the partner tables'."""
     n = 0
     for s in release.statements:
         for t in s.tables:
-            if t.period != period:
+            if t.period != period or t.dimension != COUNTRY:
                 continue
             if len(t.columns) == 1:
                 figures: list[Figure] = [*t.row_totals, t.total]
@@ -241,11 +256,32 @@ def suppressed_shown(release: LatestRelease, period: str) -> int:
                 cells = itertools.chain.from_iterable(t.cells)
                 figures = [*cells, *t.row_totals, *t.column_totals, t.total]
             n += figures.count(SUPPRESSED)
-        n += sum(x.n == SUPPRESSED for x in s.stats if x.period == period)
+        n += sum(x.n == SUPPRESSED for x in s.stats if x.period == period and not x.partner)
         n += sum(
             (x.police == SUPPRESSED) + (x.incidents == SUPPRESSED)
             for x in s.shares
-            if x.period == period
+            if x.period == period and not x.partner
+        )
+    return n
+
+
+def partner_suppressed_shown(release: LatestRelease, period: str) -> int:
+    """How many "suppressed" figures the partner tables for `period` show: each partner's
+    cells and total (its total alone in a one-column table), n, both counts of the share."""
+    n = 0
+    for s in release.statements:
+        for t in s.tables:
+            if t.period != period or t.dimension != PARTNER:
+                continue
+            figures = list(t.row_totals)
+            if len(t.columns) > 1:
+                figures += itertools.chain.from_iterable(t.cells)
+            n += figures.count(SUPPRESSED)
+        n += sum(x.n == SUPPRESSED for x in s.stats if x.period == period and x.partner)
+        n += sum(
+            (x.police == SUPPRESSED) + (x.incidents == SUPPRESSED)
+            for x in s.shares
+            if x.period == period and x.partner
         )
     return n
 
@@ -254,7 +290,7 @@ def incident_trend(release: LatestRelease) -> tuple[int, int, int]:
     """(published points, suppressed points, all points) of incidents per area and month."""
     st = by_indicator(release)["incidents"]
     periods = periods_of(release.statements)
-    areas = [*sorted({r for t in st.tables for r in t.rows}), REGION]
+    areas = [*sorted({r for t in st.tables if t.dimension == COUNTRY for r in t.rows}), REGION]
     values = [total(st, p, a) for a in areas for p in periods]
     published = sum(isinstance(v, int) for v in values)
     return published, values.count(SUPPRESSED), len(values)
@@ -526,6 +562,9 @@ def test_dashboard_in_headless_chromium(
             assert "repeating-linear-gradient" in cell.value_of_css_property("background-image")
         tables = driver.find_elements(By.CSS_SELECTOR, "#indicator-tables table")
         assert len(tables) == len(first.statements)
+        # The region allows no partner breakdowns: no partner table, no partner named.
+        assert driver.find_elements(By.CSS_SELECTOR, '[data-dimension="partner"]') == []
+        assert "-hands-off" not in driver.find_element(By.ID, "app").text
         assert all(t.find_element(By.TAG_NAME, "caption").text for t in tables)
         legend = driver.find_element(By.ID, "legend-tables").text
         assert f"fewer than {K} cases, {LEGEND}" in legend
@@ -605,3 +644,60 @@ def test_dashboard_waits_for_the_first_release(
         wait_for(driver, "release 1 drawn", lambda d: app_state(d) == ("ready", "1"))
         assert not driver.find_element(By.ID, "notice").is_displayed()
         assert headline(driver, "incidents") == expected_headlines(releases[0])["incidents"]
+
+
+@needs_chromium
+def test_dashboard_shows_partner_breakdowns_when_the_release_has_them(
+    empty_server: Server, partner_release: LatestRelease
+) -> None:
+    release = partner_release
+    latest = periods_of(release.statements)[-1]
+    with_partners = {
+        s.indicator
+        for s in release.statements
+        if any(t.period == latest and t.dimension == PARTNER for t in s.tables)
+        or any(x.period == latest and x.partner for x in (*s.stats, *s.shares))
+    }
+    assert {"incidents", "police-share", "time-to-first-response"} < with_partners
+    empty_server.publish(release)
+    with chromium() as driver:
+        driver.get(empty_server.url + "/")
+        wait_for(driver, "release 1 drawn", lambda d: app_state(d) == ("ready", "1"))
+        # The region's figures are unchanged by the partner tables.
+        for key, expected in expected_headlines(release).items():
+            assert headline(driver, key) == expected, key
+        published, suppressed, _ = incident_trend(release)
+        assert points(chart(driver, "incidents-trend")) == (published, suppressed)
+        options = driver.find_elements(By.CSS_SELECTOR, "#area-select option")
+        areas = [o.get_attribute("value") for o in options]
+        assert areas == [REGION, "BW", "MZ", "NA", "ZA", "ZW"]  # partners are not areas
+
+        # A table by partner under each indicator that has partner figures.
+        wraps = driver.find_elements(
+            By.CSS_SELECTOR, '#indicator-tables [data-dimension="partner"]'
+        )
+        assert {w.get_attribute("data-indicator") for w in wraps} == with_partners
+        assert len(wraps) == len(with_partners)
+        cells = driver.find_elements(By.CSS_SELECTOR, "[data-suppressed]")
+        expected = suppressed_shown(release, latest) + partner_suppressed_shown(release, latest)
+        assert len(cells) == expected
+        assert partner_suppressed_shown(release, latest) > 0
+
+        # Partners nested in their countries, suppressed cells marked, numbers as published.
+        t = table_of(release, "incidents-by-violence-type", latest, PARTNER)
+        wrap = next(
+            w for w in wraps if w.get_attribute("data-indicator") == "incidents-by-violence-type"
+        )
+        groups = wrap.find_elements(By.CSS_SELECTOR, "tr.country-group")
+        assert [g.get_attribute("data-country") for g in groups] == sorted(set(t.countries))
+        rows = wrap.find_elements(By.CSS_SELECTOR, "tr[data-partner]")
+        nesting = [(r.get_attribute("data-country"), r.get_attribute("data-partner")) for r in rows]
+        assert nesting == list(zip(t.countries, t.rows, strict=True))
+        for row, line, row_total in zip(rows, t.cells, t.row_totals, strict=True):
+            shown = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            assert shown == [
+                "suppressed" if v == SUPPRESSED else f"{v:,}" for v in (*line, row_total)
+            ]
+        console = driver.get_log("browser")
+    assert [e for e in console if e["level"] == "SEVERE"] == []
+

@@ -6,11 +6,18 @@ The property test does not trust the module's own solver alone: it also checks e
 with an independent criterion (a suppressed entry is recoverable iff it is a bridge of the
 bipartite graph lines x entries restricted to suppressed entries), and a separate property
 checks that the two agree on arbitrary patterns.
+
+Nested tables (partners in their countries) get the same treatment: the exact check over
+the larger set of equations (``determined`` with members), an independent graph criterion
+written here (``nested_bridges``), properties that the two agree and that no suppressed
+partner or country entry can be recovered from a release, from the differences between
+releases, or across a switch between partner and country breakdowns.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 
 import msgspec
 import pytest
@@ -20,6 +27,7 @@ from hypothesis import strategies as st
 from handsoff.services.aggregator.disclosure import (
     DEFAULT_K,
     SUPPRESSED,
+    NestedTable,
     Position,
     Published,
     Stat,
@@ -27,9 +35,12 @@ from handsoff.services.aggregator.disclosure import (
     Table,
     determined,
     difference,
+    members_record,
     protect,
+    protect_nested,
     recoverable,
     release,
+    release_nested,
     suppress_stat,
 )
 
@@ -397,3 +408,350 @@ def test_known_gap_growth_bounds_can_pin_a_new_small_cell() -> None:
     assert za_min == za_max == 10
     row_z_hidden = n(second.row_total("Z")) - n(second.cell("Z", "B"))
     assert row_z_hidden - za_max == 3  # (Z, C) pinned
+
+
+# -- nested tables: partners in their countries ---------------------------------------------
+
+Node = tuple[object, ...]
+
+
+def nested_lines(published: Published) -> list[list[Position]]:
+    """Every additive line of a nested table, the total last: the country table's, each
+    partner's row, and each column of a country's partners with the country's entry."""
+    out = lines(published.rows, published.columns)
+    ext_cols: list[str | None] = [*published.columns, None]
+    out += [[(m, c) for c in ext_cols] for m in published.members]
+    for g in published.rows:
+        kids = [m for m, p in zip(published.members, published.parents, strict=True) if p == g]
+        if kids:
+            out += [[*((m, c) for m in kids), (g, c)] for c in ext_cols]
+    return out
+
+
+def graph_bridges(
+    suppressed: frozenset[Position], ends: Callable[[Position], tuple[Node, Node]]
+) -> frozenset[Position]:
+    """Suppressed entries (edges between the two equations `ends` names) on no cycle of
+    suppressed entries: each edge removed in turn, is there still a path between its ends?"""
+    edges = {p: ends(p) for p in suppressed}
+
+    def connected(without: Position, start: Node, goal: Node) -> bool:
+        seen, todo = {start}, deque([start])
+        while todo:
+            node = todo.popleft()
+            if node == goal:
+                return True
+            for p, (a, b) in edges.items():
+                if p == without or node not in (a, b):
+                    continue
+                nxt = b if node == a else a
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    return frozenset(p for p, (a, b) in edges.items() if not connected(p, a, b))
+
+
+def nested_bridges(
+    suppressed: frozenset[Position], members: Mapping[str, str]
+) -> frozenset[Position]:
+    """Independent oracle for nested tables. Keep the equations of each partner's row, of
+    each column of a country's partners (the country's entry its total), of each region
+    column (the countries' entries, the column total) and of the totals row; a country
+    without partners keeps its own row instead. The rest follow from these. Every entry is
+    then in exactly two of them, with signs that make the system a directed graph: an entry
+    is recoverable iff it is a bridge."""
+    nested = set(members.values())
+
+    def ends(p: Position) -> tuple[Node, Node]:
+        r, c = p
+        if r is None:
+            return ("region column", c), ("totals row",)
+        if r in members:
+            return ("partner row", r), ("country column", members[r], c)
+        if r in nested:
+            return ("country column", r, c), ("region column", c)
+        return ("country row", r), ("region column", c)
+
+    return graph_bridges(suppressed, ends)
+
+
+def members_of(published: Published) -> dict[str, str]:
+    return dict(zip(published.members, published.parents, strict=True))
+
+
+def assert_nested_safe(published: Published, table: NestedTable) -> None:
+    values = table.values()
+    assert set(published.entries) == set(values)
+    for position, shown in published.entries.items():
+        if shown is not SUPPRESSED:
+            assert shown == values[position]
+            assert not 0 < shown < published.k, position
+    for line in nested_lines(published):
+        assert sum(published.entries[p] is SUPPRESSED for p in line) != 1, line
+    assert recoverable(published) == frozenset()
+    assert nested_bridges(published.suppressed, members_of(published)) == frozenset()
+
+
+def nested(
+    cells: dict[tuple[str, str], int], groups: str, columns: str
+) -> NestedTable:
+    """Members are named "<group>/<name>"."""
+    members = {m: m.split("/")[0] for m in sorted({m for m, _ in cells})}
+    return NestedTable.from_cells(cells, members, tuple(groups), tuple(columns))
+
+
+def test_a_small_partner_cell_is_hidden_among_partners_not_countries() -> None:
+    # X's partners a and b: (a, A) = 2 is small, X's own cells are not (12, 17)
+    table = nested(
+        {("X/a", "A"): 2, ("X/a", "B"): 8, ("X/b", "A"): 10, ("X/b", "B"): 9,
+         ("Y/c", "A"): 20, ("Y/c", "B"): 30},
+        "XY",
+        "AB",
+    )  # fmt: skip
+    published = protect_nested(table)
+    # a rectangle of partner cells: the countries' figures and every margin stay published
+    assert published.suppressed == {("X/a", "A"), ("X/a", "B"), ("X/b", "A"), ("X/b", "B")}
+    assert published.cell("X", "A") == 12
+    assert published.row_total("X/a") == 10
+    assert_nested_safe(published, table)
+
+
+def test_a_country_with_one_partner_is_suppressed_with_it() -> None:
+    table = nested(
+        {("X/a", "A"): 3, ("X/a", "B"): 9, ("Y/b", "A"): 8, ("Y/b", "B"): 12,
+         ("Y/c", "A"): 7, ("Y/c", "B"): 6},
+        "XY",
+        "AB",
+    )  # fmt: skip
+    published = protect_nested(table)
+    assert {("X/a", "A"), ("X", "A")} <= published.suppressed
+    for column in ("A", "B", None):  # the partner's figures are its country's, hidden alike
+        assert published.get(("X/a", column)) == published.get(("X", column))
+    assert_nested_safe(published, table)
+
+
+def test_partner_cells_are_recoverable_from_country_cells_without_joint_protection() -> None:
+    """Why a country table and its partners are protected together. Protected apart, the
+    partner table hides (X/a, A) = 2 in a rectangle with Y's only partner c, and the country
+    table, having nothing small, publishes everything: (Y/c, A) is Y's cell and (X/a, A) is
+    X's cell minus (X/b, A)."""
+    table = nested(
+        {("X/a", "A"): 2, ("X/a", "B"): 30, ("X/b", "A"): 40, ("X/b", "B"): 50,
+         ("Y/c", "A"): 20, ("Y/c", "B"): 25},
+        "XY",
+        "AB",
+    )  # fmt: skip
+    partners = protect(Table(rows=table.members, columns=table.columns, counts=table.counts))
+    assert partners.suppressed == {("X/a", "A"), ("X/a", "B"), ("Y/c", "A"), ("Y/c", "B")}
+    countries = protect(table.group_table())
+    assert countries.suppressed == frozenset()
+    both = Published(
+        rows=table.groups,
+        columns=table.columns,
+        k=DEFAULT_K,
+        entries={
+            **countries.entries,
+            **{p: v for p, v in partners.entries.items() if p[0] is not None},
+        },
+        members=table.members,
+        parents=table.parents,
+    )
+    assert recoverable(both) == partners.suppressed
+    joint = protect_nested(table)
+    assert_nested_safe(joint, table)
+    assert joint.cell("X", "A") == 42  # the price is paid among partners where possible
+
+
+def test_nested_determined_agrees_on_a_worked_example() -> None:
+    # (X/a, A) and (X/b, A) suppressed: the country cell (X, A) is published, so the two
+    # partner cells are tied to each other only -- and each to its own row total, which
+    # is published: both are given away.
+    groups, columns = ("X",), ("A", "B")
+    members, parents = ("X/a", "X/b"), ("X", "X")
+    pattern = {("X/a", "A"), ("X/b", "A")}
+    found = determined(groups, columns, pattern, members=members, parents=parents)
+    assert found == pattern == nested_bridges(frozenset(pattern), {"X/a": "X", "X/b": "X"})
+    pattern |= {("X/a", "B"), ("X/b", "B")}
+    assert determined(groups, columns, pattern, members=members, parents=parents) == frozenset()
+
+
+def test_nested_table_validation() -> None:
+    with pytest.raises(ValueError, match="parent"):
+        NestedTable(groups=("X",), members=("m",), parents=("Y",), columns=("A",), counts=((1,),))
+    with pytest.raises(ValueError, match="also be a group"):
+        NestedTable(groups=("X",), members=("X",), parents=("X",), columns=("A",), counts=((1,),))
+    with pytest.raises(ValueError, match="one line per member"):
+        NestedTable(groups=("X",), members=("m",), parents=("X",), columns=("A",), counts=())
+    with pytest.raises(ValueError, match="non-negative"):
+        NestedTable(groups=("X",), members=("m",), parents=("X",), columns=("A",), counts=((-1,),))
+    with pytest.raises(ValueError, match="outside"):
+        NestedTable.from_cells({("n", "A"): 1}, {"m": "X"}, ["X"], ["A"])
+    table = nested({("X/a", "A"): 2, ("X/b", "A"): 3}, "XY", "A")
+    assert table.group_table().counts == ((5,), (0,))  # Y has no partners: all zero
+    assert table.values()[("X/b", None)] == 3
+    with pytest.raises(ValueError, match="not in the table"):
+        protect_nested(table, keep=[("X/c", "A")])
+
+
+def test_nested_memory_keeps_countries_where_a_plain_table_finds_them() -> None:
+    table = nested(
+        {("X/a", "A"): 3, ("X/a", "B"): 9, ("Y/b", "A"): 8, ("Y/b", "B"): 12,
+         ("Y/c", "A"): 7, ("Y/c", "B"): 6},
+        "XY",
+        "AB",
+    )  # fmt: skip
+    first, memory = release_nested(table, name="t", period="p", memory=SuppressionMemory())
+    hidden = first.suppressed
+    partners = {p for p in hidden if p[0] in table.members}
+    assert memory.suppressed(members_record("t"), "p") == partners
+    assert memory.suppressed("t", "p") == hidden - partners
+    # the region switches to country breakdowns: the countries' pattern carries over
+    second, memory = release(table.group_table(), name="t", period="p", memory=memory)
+    assert hidden - partners <= second.suppressed
+    # and back: everything remembered stays suppressed
+    third, _ = release_nested(table, name="t", period="p", memory=memory)
+    assert hidden | second.suppressed <= third.suppressed
+    assert_nested_safe(third, table)
+
+
+def test_difference_of_nested_releases() -> None:
+    first = protect_nested(nested({("X/a", "A"): 6, ("X/b", "A"): 7}, "X", "A"))
+    second = protect_nested(
+        nested({("X/a", "A"): 8, ("X/b", "A"): 7, ("Y/c", "A"): 9}, "XY", "A")
+    )
+    diff = difference(first, second)
+    assert diff.cell("X/a", "A") == 2
+    assert diff.cell("Y/c", "A") == 9  # a new partner counts from 0
+    assert diff.members == second.members
+    with pytest.raises(ValueError, match="keep every row"):
+        difference(second, first)
+
+
+nested_patterns = st.tuples(
+    st.lists(st.integers(0, 3), min_size=1, max_size=3),  # partners per country
+    st.integers(1, 3),  # columns
+).flatmap(
+    lambda shape: st.tuples(
+        st.just(shape),
+        st.sets(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        None,
+                        *(f"G{g}" for g in range(len(shape[0]))),
+                        *(f"G{g}/m{i}" for g, n in enumerate(shape[0]) for i in range(n)),
+                    ]
+                ),
+                st.sampled_from([None, *"abc"[: shape[1]]]),
+            )
+        ),
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested_patterns)
+def test_nested_solver_agrees_with_the_graph_criterion(
+    pattern: tuple[tuple[list[int], int], set[Position]],
+) -> None:
+    (sizes, n_cols), suppressed = pattern
+    groups = tuple(f"G{g}" for g in range(len(sizes)))
+    members = {f"G{g}/m{i}": f"G{g}" for g, n in enumerate(sizes) for i in range(n)}
+    found = determined(
+        groups,
+        tuple("abc"[:n_cols]),
+        suppressed,
+        members=tuple(members),
+        parents=tuple(members.values()),
+    )
+    assert found == nested_bridges(frozenset(suppressed), members)
+
+
+@st.composite
+def nested_release_sequences(draw: st.DrawFn) -> tuple[int, list[NestedTable], list[bool]]:
+    """k, the tables of a period release after release (late reports make counts grow, new
+    partners appear), and for each release whether it breaks down by partner."""
+    sizes = draw(st.lists(st.integers(0, 3), min_size=1, max_size=3))
+    groups = tuple(f"G{g}" for g in range(len(sizes)))
+    members = {f"G{g}/m{i}": f"G{g}" for g, n in enumerate(sizes) for i in range(n)}
+    columns = tuple(f"c{j}" for j in range(draw(st.integers(1, 4))))
+    k = draw(st.sampled_from([3, 5, 5, 10]))
+    counts = {m: [draw(small) for _ in columns] for m in members}
+
+    def table() -> NestedTable:
+        cells = {
+            (m, c): v for m, line in counts.items() for c, v in zip(columns, line, strict=True)
+        }
+        return NestedTable.from_cells(cells, dict(sorted(members.items())), groups, columns)
+
+    tables = [table()]
+    for step in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):  # a partner's first report of the period
+            g = draw(st.sampled_from(groups))
+            members[f"{g}/new{step}"] = g
+            counts[f"{g}/new{step}"] = [draw(small) for _ in columns]
+        counts = {m: [v + draw(growth) for v in line] for m, line in counts.items()}
+        tables.append(table())
+    modes = draw(st.lists(st.booleans(), min_size=len(tables), max_size=len(tables)))
+    return k, tables, modes
+
+
+def country_level(published: Published) -> Published:
+    """The country table inside a (nested) release: what a country breakdown shows."""
+    entries = {p: v for p, v in published.entries.items() if p[0] not in published.members}
+    return Published(rows=published.rows, columns=published.columns, k=published.k, entries=entries)
+
+
+@settings(max_examples=200, deadline=None)
+@given(nested_release_sequences())
+def test_no_suppressed_partner_or_country_entry_is_recoverable_across_releases(
+    case: tuple[int, list[NestedTable], list[bool]],
+) -> None:
+    k, tables, _ = case
+    memory = SuppressionMemory()
+    published: list[Published] = []
+    for table in tables:
+        shown, memory = release_nested(table, name="t", period="2025-03", memory=memory, k=k)
+        assert_nested_safe(shown, table)  # each release alone
+        if published:
+            assert published[-1].suppressed <= shown.suppressed  # never unsuppressed
+        published.append(shown)
+    # differencing any two releases (consecutive or not) recovers nothing either
+    for i, earlier in enumerate(published):
+        for later in published[i + 1 :]:
+            diff = difference(earlier, later)
+            assert recoverable(diff) == frozenset()
+            assert nested_bridges(diff.suppressed, members_of(diff)) == frozenset()
+    remembered = memory.suppressed("t", "2025-03") | memory.suppressed(
+        members_record("t"), "2025-03"
+    )
+    assert remembered == published[-1].suppressed
+
+
+@settings(max_examples=100, deadline=None)
+@given(nested_release_sequences())
+def test_switching_between_partner_and_country_breakdowns_keeps_countries_protected(
+    case: tuple[int, list[NestedTable], list[bool]],
+) -> None:
+    """The region document may allow partner breakdowns for some releases of a period and
+    not others: the countries' pattern only grows, every release is safe alone, and the
+    country tables of any two releases difference to nothing recoverable."""
+    k, tables, by_partner = case
+    memory = SuppressionMemory()
+    countries: list[Published] = []
+    for table, partners in zip(tables, by_partner, strict=True):
+        if partners:
+            shown, memory = release_nested(table, name="t", period="p", memory=memory, k=k)
+            assert_nested_safe(shown, table)
+            shown = country_level(shown)
+        else:
+            shown, memory = release(table.group_table(), name="t", period="p", memory=memory, k=k)
+            assert_safe(shown, table.group_table())
+        if countries:
+            assert countries[-1].suppressed <= shown.suppressed
+        countries.append(shown)
+    for i, earlier in enumerate(countries):
+        for later in countries[i + 1 :]:
+            assert recoverable(difference(earlier, later)) == frozenset()

@@ -46,6 +46,7 @@ from handsoff.services.aggregator.indicators import (
     INCIDENTS_BY_PERPETRATOR,
     INCIDENTS_BY_VIOLENCE_TYPE,
     INDICATORS,
+    PARTNER_COUNTS,
     PARTNERS_REPORTING,
     POLICE_REPORTS_FILED,
     POLICE_RESPONSES,
@@ -447,6 +448,92 @@ def assert_region_sums(result: Indicators) -> None:
         if s.area != REGION:
             country_n[s.period] += s.n
     assert region_n == dict(country_n)
+    assert_partner_sums(result)
+
+
+def assert_partner_sums(result: Indicators) -> None:
+    """Partners nest in countries: a country cell is the sum of its partners' (every count
+    but partners-reporting), so is a country's n of first responses, and partners-reporting
+    counts the partners with an incident; the frames agree."""
+    sums: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    for pc in result.partner_cells:
+        sums[(pc.indicator, pc.period, pc.country, pc.key)] += pc.value
+    countries = {
+        (c.indicator, c.period, c.area, c.key): c.value
+        for c in result.cells
+        if c.area != REGION and c.indicator in PARTNER_COUNTS
+    }
+    assert {k: v for k, v in countries.items() if v} == {k: v for k, v in sums.items() if v}
+    assert {pc.indicator for pc in result.partner_cells} <= set(PARTNER_COUNTS)
+    reporting: dict[tuple[str, str], int] = defaultdict(int)
+    for pc in result.partner_table(INCIDENTS):
+        reporting[(pc.period, pc.country)] += pc.value > 0
+    for c in result.table(PARTNERS_REPORTING):
+        if c.area != REGION:
+            assert c.value == reporting[(c.period, c.area)]
+    n: dict[tuple[str, str], int] = defaultdict(int)
+    for ps in result.partner_stats:
+        n[(ps.period, ps.country)] += ps.n
+    assert {(s.period, s.area): s.n for s in result.stats if s.area != REGION} == dict(n)
+    frame = {(p, c) for p, c, _ in result.partner_frame()}
+    assert frame == {(s.period, s.area) for s in result.stats if s.area != REGION}
+
+
+def test_partner_figures_of_a_small_scenario() -> None:
+    result = compute(feed(scenario()))
+    incidents = {
+        (c.period, c.country, c.partner): c.value for c in result.partner_table(INCIDENTS)
+    }
+    assert incidents == {
+        (M3, "BW", "bw-one"): 1, (M3, "ZA", "za-one"): 1, (M3, "ZA", "za-two"): 1,
+        (M4, "BW", "bw-one"): 0, (M4, "ZA", "za-one"): 1, (M4, "ZA", "za-two"): 0,
+        (M5, "BW", "bw-one"): 0,
+    }  # fmt: skip
+    # za-two's first response came in April: it is in April's partner frame
+    stats = {(s.period, s.country, s.partner): (s.n, s.median) for s in result.partner_stats}
+    assert stats[(M3, "ZA", "za-one")] == (1, 10.0)
+    assert stats[(M4, "ZA", "za-two")] == (1, 30.0)
+    assert stats[(M5, "BW", "bw-one")] == (0, None)
+    assert {(c.period, c.partner, c.key) for c in result.partner_table(REFERRALS_MADE)} == {
+        (M3, "bw-one", "health_pep"), (M3, "za-two", "legal_aid"),
+    }  # fmt: skip
+    assert all(c.indicator != PARTNERS_REPORTING for c in result.partner_cells)
+    with pytest.raises(KeyError):
+        result.partner_table(PARTNERS_REPORTING)
+    with pytest.raises(KeyError):
+        result.partner_stat_table(INCIDENTS)
+    keys = [(c.indicator, c.period, c.country, c.partner, c.key) for c in result.partner_cells]
+    assert keys == sorted(keys)
+    assert_partner_sums(result)
+
+
+def test_a_partners_figures_are_its_own_messages_figures() -> None:
+    messages = scenario()
+    assert_partners_alone(messages, compute(feed(messages)))
+
+
+def assert_partners_alone(messages: list[Message], result: Indicators) -> None:
+    """A partner's figures in a country are what its messages alone give that country."""
+    for partner in {p for p, _, _ in messages}:
+        alone = compute(feed([m for m in messages if m[0] == partner]))
+        got = {
+            (c.indicator, c.period, c.country, c.key): c.value
+            for c in result.partner_cells
+            if c.partner == partner
+        }
+        assert got == {
+            (c.indicator, c.period, c.area, c.key): c.value
+            for c in alone.cells
+            if c.area != REGION and c.indicator in PARTNER_COUNTS
+        }
+        stats = {
+            (s.period, s.country): (s.n, s.median, s.p90)
+            for s in result.partner_stats
+            if s.partner == partner
+        }
+        assert stats == {
+            (s.period, s.area): (s.n, s.median, s.p90) for s in alone.stats if s.area != REGION
+        }
 
 
 def test_partners_reporting_counts_distinct_partners() -> None:
@@ -572,3 +659,4 @@ def test_any_permutation_with_duplicates_gives_the_same_result(
     shuffled = data.draw(st.permutations(messages + duplicates))
     assert compute_from(shuffled) == expected
     assert_region_sums(expected)
+    assert_partners_alone(messages, expected)

@@ -359,6 +359,43 @@ def test_region_sums_countries_and_partners_reporting_counts_distinct_partners(
     assert_region_sums(result)
 
 
+def test_partner_figures_nest_in_the_countries_of_their_events(db: sqlite3.Connection) -> None:
+    a = Builder("za-one", Country.ZA)
+    a.incident("X", M3, [V.RAPE], [POLICE])
+    a.first_response("X", M3, 4)
+    a.incident("Y", M3, [V.ROBBERY], [P.CLIENT])
+    a.first_response("Y", M3, 9)
+    b = Builder("za-one", Country.NA)  # the same partner, a case in another country
+    b.messages = list(a.messages)
+    b.incident("W", M4, [V.ROBBERY], [P.CLIENT])
+    b.first_response("W", M4, 30)
+    messages = b.messages
+    add(db, messages)
+    result = checked(db, messages)
+    incidents = {
+        (c.period, c.country, c.partner): c.value for c in result.partner_table(INCIDENTS)
+    }
+    assert incidents == {(M3, "ZA", "za-one"): 2, (M4, "NA", "za-one"): 1}
+    police = {(c.period, c.country): c.value for c in result.partner_table(POLICE_SHARE)}
+    assert police == {(M3, "ZA"): 1, (M4, "NA"): 0}
+    stats = {(s.period, s.country): (s.n, s.median, s.p90) for s in result.partner_stats}
+    assert stats == {(M3, "ZA"): (2, 6.5, 9.0), (M4, "NA"): (1, 30.0, 30.0)}
+    assert_region_sums(result)
+
+
+def test_partner_figures_are_read_from_indexes_without_sorting(db: sqlite3.Connection) -> None:
+    plans = {
+        name: " | ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}", params))
+        for name, query, params in (
+            ("cells", tally._CELLS, {}),
+            ("partner hours", tally._PARTNER_HOURS, {"percent": tally.P90}),
+        )
+    }
+    assert "tally_fact_cells" in plans["cells"], plans
+    assert "tally_fact_partner_hours" in plans["partner hours"], plans
+    assert all("TEMP B-TREE" not in plan for plan in plans.values()), plans
+
+
 def test_the_frame_has_zero_rows_where_any_fact_counts(db: sqlite3.Connection) -> None:
     b = Builder("za-one", Country.ZA)
     b.incident("X", M3, [V.RAPE], [P.CLIENT])

@@ -16,6 +16,16 @@ region's events stream alone:
 Figures are a number or the string "suppressed" (disclosure control). A statistic that is
 not published is null.
 
+Partner breakdowns. Where the region document allows them (`breakdowns` "partner"), a count
+indicator's `tables` hold, after each period's country table (`dimension` "country", the
+default, left out of the bytes), a table of the same period with `dimension` "partner":
+one row per partner, `countries` naming each row's country (a country's cells in that
+period's country table are the sums of its partners' cells), the same columns, and the
+region's margins as column totals and total. Statistics and shares of a partner
+name it in `partner` (their `area` is then its country); left out for countries and the
+region. Fields left at their default are not encoded, so statements without partner
+breakdowns have exactly the bytes they had before these fields existed.
+
 The signed form, on NATS (hx.<region>.aggregates.<indicator>), in the KeyValue bucket of
 latest releases and over HTTP, embeds the statement's exact bytes:
 
@@ -37,8 +47,12 @@ from handsoff.keys import BadSignature, SigningKey, key_id, verify_signature
 
 DOMAIN: Final = b"hx-aggregate-statement-v1\x00"
 SUPPRESSED: Final = "suppressed"
+# What the rows of a table are (pinned names).
+COUNTRY: Final = "country"
+PARTNER: Final = "partner"
 
 Figure = int | Literal["suppressed"]
+Dimension = Literal["country", "partner"]
 
 
 class StatementRejected(FederationError):
@@ -57,10 +71,13 @@ class Inputs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     commitment: str
 
 
-class PublishedTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One period of a count indicator: rows are countries (or partners), columns the
-    breakdown (a single column "count" when there is none); totals are the margins, the
-    grand total the region."""
+class PublishedTable(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """One period of a count indicator: rows are countries (`dimension` "country") or
+    partners ("partner", each in the country `countries` names), columns the breakdown (a
+    single column "count" when there is none); totals are the margins, the grand total the
+    region."""
 
     period: str
     rows: tuple[str, ...]
@@ -69,28 +86,43 @@ class PublishedTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     row_totals: tuple[Figure, ...]
     column_totals: tuple[Figure, ...]
     total: Figure
+    dimension: Dimension = "country"
+    countries: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        expected = len(self.rows) if self.dimension == PARTNER else 0
+        if len(self.countries) != expected:
+            raise ValueError("countries: one per row of a partner table, none in a country table")
 
 
-class PublishedStat(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class PublishedStat(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """Whole hours: how many cases, their median and 90th percentile (null: not published,
-    because n is suppressed, below k, or 0)."""
+    because n is suppressed, below k, or 0). `partner`: a partner's figures (`area` is then
+    its country)."""
 
     period: str
     area: str
     n: Figure
     median: float | None
     p90: float | None
+    partner: str | None = None
 
 
-class PublishedShare(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class PublishedShare(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """Incidents with police among the perpetrators, out of all incidents (share null: not
-    published, because either count is suppressed or there were no incidents)."""
+    published, because either count is suppressed or there were no incidents). `partner`: a
+    partner's figures (`area` is then its country)."""
 
     period: str
     area: str
     police: Figure
     incidents: Figure
     share: float | None
+    partner: str | None = None
 
 
 class AggregateStatement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

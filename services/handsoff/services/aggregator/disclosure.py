@@ -66,6 +66,34 @@ margins included, is either its true number or ``SUPPRESSED``:
    difference of two releases (``difference``) has the later release's pattern as its
    unknowns, which the exact check has already cleared.
 
+5. **Nested tables** (``NestedTable``, ``protect_nested``, ``release_nested``): member rows
+   (partners) nested in group rows (countries), for partner-level breakdowns. A group's
+   cells are the sums of its members' cells, so the members, the groups and every margin
+   are linked, and they are protected as *one* table: protecting the partner table and the
+   country table apart would let a country's published cell give away a partner cell
+   hidden in the partner table (a worked example is in the tests). The equations are those
+   of the country table, plus each member's row and, in each group with members, each
+   column of its members with the group's entry as total. A group with a single member
+   has that member's entries as its own: the line rule hides them together.
+
+   The same three steps apply. Complements are taken as low as possible: members' cells,
+   then members' totals, then the groups' cells, then the groups' totals and the column
+   totals, the grand total last (countries and the region are what most readers need).
+   The exact check needs more than one extra entry now and then (a partner row meets only
+   its own country's columns), so instead of one candidate at a time a determined entry
+   gets the cheapest path of published entries that closes a cycle through it (Dijkstra,
+   costs by that order, then smallest value, zeros last). Leaving out the equations that
+   follow from the others (each group's own row, when it has members), every entry is in
+   exactly two equations with signs that make them a directed graph (entries are edges):
+   so, as for a two-way table, a suppressed entry is determined exactly when it is a bridge
+   of the suppressed entries' graph, and the +1/-1 cycle argument for non-negative integer
+   tables carries over. ``protect_nested`` finds bridges in linear time; the tests hold
+   them equal to ``determined`` (the linear algebra over every equation) on arbitrary
+   patterns. The memory keeps the groups' entries under the table's name, exactly where a
+   plain table's release keeps them, and the members' under ``members_record(name)``, so
+   a region that switches between partner and country breakdowns within a period keeps
+   one pattern of countries that only grows.
+
 Limits (documented, not handled here):
 
 - Exact disclosure only. An attacker may still bound a suppressed entry (a suppressed cell in
@@ -78,17 +106,21 @@ Limits (documented, not handled here):
   audit over all releases of the period (linear programming, with earlier published values
   as lower bounds), or a policy: publish a period once and count late reports in the month
   they arrive, or prefer complements that grew since the earlier release.
-- One table at a time. Tables that share margins (two breakdowns of the same countries)
-  must be protected together, or an entry hidden in one may be recovered from the other.
+- One table at a time (a nested table is one table). Tables that share margins (two
+  breakdowns of the same countries) must be protected together, or an entry hidden in one
+  may be recovered from the other; release.py derives figures that repeat another table's
+  entries from that table instead of protecting them twice.
 - Margins are the sums of the cells. A total that also counts cases without a category must
   get an explicit "unknown" column, or additivity (and the check) does not describe it.
 - The checker is cubic in the number of suppressed entries with a candidate loop on top:
-  fine for region tables (tens of rows and columns), not for very large tables.
+  fine for region tables (tens of rows and columns), not for very large tables. (Nested
+  tables use the linear bridge search instead.)
 """
 
 from __future__ import annotations
 
 import enum
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Final, Literal
@@ -182,13 +214,91 @@ class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return out
 
 
+class NestedTable(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Member rows nested in group rows (partners in their countries), x ``columns``.
+
+    ``counts[i][j]`` for ``members[i]`` x ``columns[j]``; ``parents[i]`` is the group of
+    ``members[i]``. A group's cells are the sums of its members' cells (all zero for a group
+    without members) and every margin is derived as in ``Table``: a member's total, a
+    group's cells and total, the column totals and the grand total."""
+
+    groups: tuple[str, ...]
+    members: tuple[str, ...]
+    parents: tuple[str, ...]
+    columns: tuple[str, ...]
+    counts: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        _check_labels("row", self.groups)
+        _check_labels("column", self.columns)
+        if self.members:
+            _check_labels("member", self.members)
+        if set(self.members) & set(self.groups):
+            raise ValueError("a member label cannot also be a group label")
+        if len(self.parents) != len(self.members) or not set(self.parents) <= set(self.groups):
+            raise ValueError("every member needs a parent among the groups")
+        if len(self.counts) != len(self.members) or any(
+            len(line) != len(self.columns) for line in self.counts
+        ):
+            raise ValueError("counts must have one line per member and one value per column")
+        for line in self.counts:
+            for v in line:
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise ValueError(f"counts must be non-negative integers, got {v!r}")
+
+    @classmethod
+    def from_cells(
+        cls,
+        cells: Mapping[tuple[str, str], int],
+        members: Mapping[str, str],
+        groups: Sequence[str],
+        columns: Sequence[str],
+    ) -> NestedTable:
+        """``cells``: ``(member, column) -> count`` (0 when not given); ``members``: member
+        -> its group, in row order."""
+        unknown = [key for key in cells if key[0] not in members or key[1] not in columns]
+        if unknown:
+            raise ValueError(f"cells outside the given members/columns: {unknown!r}")
+        return cls(
+            groups=tuple(groups),
+            members=tuple(members),
+            parents=tuple(members.values()),
+            columns=tuple(columns),
+            counts=tuple(tuple(cells.get((m, c), 0) for c in columns) for m in members),
+        )
+
+    def group_table(self) -> Table:
+        """The groups x columns table (each group's cells: the sums of its members')."""
+        sums = {g: [0] * len(self.columns) for g in self.groups}
+        for parent, line in zip(self.parents, self.counts, strict=True):
+            sums[parent] = [a + b for a, b in zip(sums[parent], line, strict=True)]
+        counts = tuple(tuple(sums[g]) for g in self.groups)
+        return Table(rows=self.groups, columns=self.columns, counts=counts)
+
+    def values(self) -> dict[Position, int]:
+        """Every entry: the group table's, margins included, and each member's cells and
+        total."""
+        out = self.group_table().values()
+        for m, line in zip(self.members, self.counts, strict=True):
+            for c, v in zip(self.columns, line, strict=True):
+                out[(m, c)] = v
+            out[(m, None)] = sum(line)
+        return out
+
+
 class Published(msgspec.Struct, frozen=True):
-    """A protected table: every entry (margins included) is a number or ``SUPPRESSED``."""
+    """A protected table: every entry (margins included) is a number or ``SUPPRESSED``.
+
+    For a nested table (``NestedTable``), ``rows`` are the groups and ``members`` (each in
+    the group ``parents`` names) have entries too: ``(member, column)`` and ``(member,
+    None)``, the member's total."""
 
     rows: tuple[str, ...]
     columns: tuple[str, ...]
     k: int
     entries: dict[Position, Entry]
+    members: tuple[str, ...] = ()
+    parents: tuple[str, ...] = ()
 
     def get(self, position: Position) -> Entry:
         return self.entries[position]
@@ -235,30 +345,65 @@ def _axes(rows: Sequence[str], columns: Sequence[str]) -> tuple[list[str | None]
     return [*rows, None], [*columns, None]
 
 
-def _order(rows: Sequence[str], columns: Sequence[str]) -> dict[Position, tuple[int, int]]:
-    """Position order: rows, then columns, in table order, totals last."""
-    ext_rows, ext_cols = _axes(rows, columns)
+def _kids(members: Sequence[str], parents: Sequence[str]) -> dict[str, list[str]]:
+    """group -> its members, in member order."""
+    out: dict[str, list[str]] = {}
+    for m, g in zip(members, parents, strict=True):
+        out.setdefault(g, []).append(m)
+    return out
+
+
+def _order(
+    rows: Sequence[str],
+    columns: Sequence[str],
+    members: Sequence[str] = (),
+    parents: Sequence[str] = (),
+) -> dict[Position, tuple[int, int]]:
+    """Position order: rows (each group followed by its members), then columns, in table
+    order, totals last."""
+    kids = _kids(members, parents)
+    ext_rows: list[str | None] = [x for r in rows for x in (r, *kids.get(r, ()))]
+    ext_rows.append(None)
+    ext_cols: list[str | None] = [*columns, None]
     return {(r, c): (i, j) for i, r in enumerate(ext_rows) for j, c in enumerate(ext_cols)}
 
 
-def _lines(rows: Sequence[str], columns: Sequence[str]) -> list[list[Position]]:
-    """Each additive line: its entries, the total last."""
+def _lines(
+    rows: Sequence[str],
+    columns: Sequence[str],
+    members: Sequence[str] = (),
+    parents: Sequence[str] = (),
+) -> list[list[Position]]:
+    """Each additive line: its entries, the total last. A nested table adds each member's
+    row and, in every group with members, each column of those members with the group's
+    entry as its total (the group's own row then follows from these: it is kept, redundant)."""
     ext_rows, ext_cols = _axes(rows, columns)
     by_row = [[(r, c) for c in ext_cols] for r in ext_rows]
     by_col = [[(r, c) for r in ext_rows] for c in ext_cols]
-    return by_row + by_col
+    out = by_row + by_col
+    if members:
+        kids = _kids(members, parents)
+        out += [[(m, c) for c in ext_cols] for m in members]
+        out += [[*((m, c) for m in kids[g]), (g, c)] for g in rows if g in kids for c in ext_cols]
+    return out
 
 
 def determined(
-    rows: Sequence[str], columns: Sequence[str], suppressed: Iterable[Position]
+    rows: Sequence[str],
+    columns: Sequence[str],
+    suppressed: Iterable[Position],
+    *,
+    members: Sequence[str] = (),
+    parents: Sequence[str] = (),
 ) -> frozenset[Position]:
-    """The suppressed entries whose value follows from the published entries of the table.
+    """The suppressed entries whose value follows from the published entries of the table
+    (``members``/``parents``: a nested table's member rows and their groups).
 
     Exact: reduced row echelon form over the rationals of the additivity equations (each
     line's entries minus its total is 0) restricted to the suppressed entries; an entry is
     determined iff it is a pivot whose row has no free variable. Depends only on the pattern.
     """
-    order = _order(rows, columns)
+    order = _order(rows, columns, members, parents)
     chosen = set(suppressed)
     missing = [p for p in chosen if p not in order]
     if missing:
@@ -267,7 +412,7 @@ def determined(
     index = {p: i for i, p in enumerate(unknowns)}
     width = len(unknowns)
     matrix: list[list[Fraction]] = []
-    for line in _lines(rows, columns):
+    for line in _lines(rows, columns, members, parents):
         coefficients = [Fraction(0)] * width
         total = line[-1]
         for p in line:
@@ -309,25 +454,44 @@ def _rref(matrix: list[list[Fraction]], width: int) -> list[int]:
 def recoverable(published: Published) -> frozenset[Position]:
     """Suppressed entries of ``published`` that its published numbers give away (should be
     empty for anything ``protect`` returns)."""
-    return determined(published.rows, published.columns, published.suppressed)
+    return determined(
+        published.rows,
+        published.columns,
+        published.suppressed,
+        members=published.members,
+        parents=published.parents,
+    )
 
 
 def difference(earlier: Published, later: Published) -> Published:
     """What someone learns by subtracting two releases of the same table: later - earlier
-    where both published a number, ``SUPPRESSED`` where either did not. Rows or columns only
-    in ``later`` count as 0 (published) in ``earlier``."""
-    if not set(earlier.rows) <= set(later.rows) or not set(earlier.columns) <= set(later.columns):
+    where both published a number, ``SUPPRESSED`` where either did not. Rows, members or
+    columns only in ``later`` count as 0 (published) in ``earlier``."""
+    if (
+        not set(earlier.rows) <= set(later.rows)
+        or not set(earlier.columns) <= set(later.columns)
+        or not set(zip(earlier.members, earlier.parents, strict=True))
+        <= set(zip(later.members, later.parents, strict=True))
+    ):
         raise ValueError("the later release must keep every row and column of the earlier one")
+    rows = {*earlier.rows, *earlier.members}
     entries: dict[Position, Entry] = {}
     for position, after in later.entries.items():
         r, c = position
-        present = (r is None or r in earlier.rows) and (c is None or c in earlier.columns)
+        present = (r is None or r in rows) and (c is None or c in earlier.columns)
         before: Entry = earlier.entries[position] if present else 0
         if after is SUPPRESSED or before is SUPPRESSED:
             entries[position] = SUPPRESSED
         else:
             entries[position] = after - before
-    return Published(rows=later.rows, columns=later.columns, k=later.k, entries=entries)
+    return Published(
+        rows=later.rows,
+        columns=later.columns,
+        k=later.k,
+        entries=entries,
+        members=later.members,
+        parents=later.parents,
+    )
 
 
 # -- protection -------------------------------------------------------------------------
@@ -404,6 +568,204 @@ def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) 
     return Published(rows=table.rows, columns=table.columns, k=k, entries=entries)
 
 
+# -- nested tables -----------------------------------------------------------------------
+
+_TIER_COST: Final = 10**9  # a complement one tier up costs more than any path below it
+_ZERO_COST: Final = 10**6  # within a tier, zeros last
+
+
+def _nested_tier(p: Position, members: frozenset[str]) -> int:
+    """0 a member's cell, 1 a member's total, 2 a group's cell, 3 a group's total or a column
+    total, 4 the grand total: complements are taken as low as possible."""
+    if p[0] is not None and p[0] in members:
+        return 0 if p[1] is not None else 1
+    return 2 + _margin_tier(p)
+
+
+Node = tuple[str, str | None, str | None]
+
+
+class _Graph:
+    """The additivity equations of a nested table as a graph: each equation (line) a node,
+    each entry an edge between the two equations that hold it once the redundant ones are
+    left out (module docstring, nested tables). A suppressed entry is determined exactly
+    when it is a bridge of the suppressed entries' graph (``bridges``; the tests hold it
+    equal to the linear algebra of ``determined`` on arbitrary patterns)."""
+
+    def __init__(self, table: NestedTable, order: Mapping[Position, tuple[int, int]]) -> None:
+        group_of = dict(zip(table.members, table.parents, strict=True))
+        nested = set(table.parents)
+
+        def ends(p: Position) -> tuple[Node, Node]:
+            r, c = p
+            if r is None:  # a column total or the grand total: its column, the totals row
+                return ("col", None, c), ("row", None, None)
+            if r in group_of:  # a member's entry: its row, its group's column
+                return ("row", r, None), ("col", group_of[r], c)
+            # a group's entry: its column within the group (or its row, without members)
+            inner: Node = ("col", r, c) if r in nested else ("row", r, None)
+            return inner, ("col", None, c)
+
+        self.ends = {p: ends(p) for p in sorted(order, key=order.__getitem__)}
+        ids: dict[Node, int] = {}
+        for u, v in self.ends.values():
+            ids.setdefault(u, len(ids))
+            ids.setdefault(v, len(ids))
+        self.ids = ids
+        self.adjacent: list[list[tuple[int, Position]]] = [[] for _ in ids]
+        for p, (u, v) in self.ends.items():
+            self.adjacent[ids[u]].append((ids[v], p))
+            self.adjacent[ids[v]].append((ids[u], p))
+
+    def bridges(self, hidden: Iterable[Position]) -> frozenset[Position]:
+        """The entries of ``hidden`` on no cycle of ``hidden`` entries (Tarjan's bridges,
+        iterative): exactly the suppressed entries ``determined`` finds, in linear time."""
+        adjacent: dict[int, list[tuple[int, Position]]] = {}
+        for p in hidden:
+            u, v = (self.ids[x] for x in self.ends[p])
+            adjacent.setdefault(u, []).append((v, p))
+            adjacent.setdefault(v, []).append((u, p))
+        seen: dict[int, int] = {}
+        low: dict[int, int] = {}
+        out: set[Position] = set()
+        for root in adjacent:
+            if root in seen:
+                continue
+            seen[root] = low[root] = len(seen)
+            stack: list[tuple[int, Position | None, int]] = [(root, None, 0)]
+            while stack:
+                node, via, i = stack[-1]
+                if i < len(adjacent[node]):
+                    stack[-1] = (node, via, i + 1)
+                    nxt, p = adjacent[node][i]
+                    if p == via:
+                        continue
+                    if nxt in seen:
+                        low[node] = min(low[node], seen[nxt])
+                    else:
+                        seen[nxt] = low[nxt] = len(seen)
+                        stack.append((nxt, p, 0))
+                    continue
+                stack.pop()
+                if stack and via is not None:
+                    parent = stack[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                    if low[node] > seen[parent]:
+                        out.add(via)
+        return frozenset(out)
+
+    def join(
+        self, target: Position, hidden: set[Position], cost: Mapping[Position, int]
+    ) -> set[Position]:
+        """The published entries of the cheapest path between the two ends of ``target``
+        that avoids it (suppressed entries cost nothing): suppressing them puts ``target``
+        on a cycle of suppressed entries, so it is no longer determined."""
+        u, v = self.ends[target]
+        source, goal = self.ids[u], self.ids[v]
+        dist: dict[int, int] = {source: 0}
+        back: dict[int, tuple[int, Position]] = {}
+        heap = [(0, source)]
+        while heap:
+            d, node = heapq.heappop(heap)
+            if d > dist[node]:
+                continue
+            if node == goal:
+                break
+            for nxt, p in self.adjacent[node]:
+                if p == target:
+                    continue
+                nd = d + (0 if p in hidden else cost[p])
+                if nd < dist.get(nxt, nd + 1):
+                    dist[nxt] = nd
+                    back[nxt] = (node, p)
+                    heapq.heappush(heap, (nd, nxt))
+        if goal not in back:  # pragma: no cover - every entry lies on a cycle of the table
+            return set()
+        out: set[Position] = set()
+        node = goal
+        while node != source:
+            node, p = back[node]
+            if p not in hidden:
+                out.add(p)
+        return out
+
+
+def protect_nested(
+    table: NestedTable, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()
+) -> Published:
+    """Primary and complementary suppression of a nested table, every entry protected
+    jointly (members, groups, margins); ``keep``: entries that must stay suppressed."""
+    _check_k(k)
+    values = table.values()
+    shape = (table.groups, table.columns, table.members, table.parents)
+    order = _order(*shape)
+    lines = _lines(*shape)
+    member_set = frozenset(table.members)
+    hidden = set(keep)
+    missing = sorted((p for p in hidden if p not in values), key=repr)
+    if missing:
+        raise ValueError(f"entries to keep suppressed are not in the table: {missing!r}")
+    hidden |= {p for p, v in values.items() if 0 < v < k}
+
+    line_of: dict[Position, list[int]] = {p: [] for p in values}
+    for number, line in enumerate(lines):
+        for p in line:
+            line_of[p].append(number)
+
+    def rank(p: Position) -> tuple[int, bool, int, tuple[int, int]]:
+        return (_nested_tier(p, member_set), values[p] == 0, values[p], order[p])
+
+    def single(number: int, hidden: set[Position]) -> bool:
+        return sum(p in hidden for p in lines[number]) == 1
+
+    def complement(number: int, hidden: set[Position]) -> Position:
+        # lowest tier first, then entries whose other lines hold a single suppressed entry
+        # too (one complement settles several lines), then the smallest non-zero value
+        def key(p: Position) -> tuple[int, int, tuple[int, bool, int, tuple[int, int]]]:
+            settles = sum(single(n, hidden) for n in line_of[p] if n != number)
+            return (rank(p)[0], -settles, rank(p))
+
+        return min((p for p in lines[number] if p not in hidden), key=key)
+
+    def close_lines(start: set[Position]) -> set[Position]:
+        out = set(start)
+        changed = True
+        while changed:
+            changed = False
+            for number in range(len(lines)):
+                if single(number, out):
+                    out.add(complement(number, out))
+                    changed = True
+        return out
+
+    cost = {
+        p: rank(p)[0] * _TIER_COST + (v if v > 0 else _ZERO_COST) + 1 for p, v in values.items()
+    }
+    graph = _Graph(table, order)
+    if hidden:
+        hidden = close_lines(hidden)
+    while exposed := graph.bridges(hidden):
+        target = min(exposed, key=order.__getitem__)
+        joining = graph.join(target, hidden, cost)
+        if not joining:  # pragma: no cover - defensive, as in protect
+            hidden = set(values)
+            break
+        hidden = close_lines(hidden | joining)
+
+    entries: dict[Position, Entry] = {
+        p: (SUPPRESSED if p in hidden else v)
+        for p, v in sorted(values.items(), key=lambda item: order[item[0]])
+    }
+    return Published(
+        rows=table.groups,
+        columns=table.columns,
+        k=k,
+        entries=entries,
+        members=table.members,
+        parents=table.parents,
+    )
+
+
 # -- memory across releases -----------------------------------------------------------------
 
 
@@ -455,3 +817,31 @@ def release(
     kept = memory.suppressed(name, period)
     published = protect(table, k, keep=kept)
     return published, memory.remember(name, period, published.suppressed)
+
+
+MEMBERS: Final = "/members"
+"""Suffix of the memory record of a nested table's member entries."""
+
+
+def members_record(name: str) -> str:
+    return name + MEMBERS
+
+
+def release_nested(
+    table: NestedTable,
+    *,
+    name: str,
+    period: str,
+    memory: SuppressionMemory,
+    k: int = DEFAULT_K,
+) -> tuple[Published, SuppressionMemory]:
+    """``release`` for a nested table. The group-level entries are remembered under ``name``,
+    as a plain table's would be (so a region switching between partner and country
+    breakdowns keeps one memory for them), the members' under ``members_record(name)``."""
+    record = members_record(name)
+    kept = memory.suppressed(name, period) | memory.suppressed(record, period)
+    published = protect_nested(table, k, keep=kept)
+    members = set(table.members)
+    mine = {p for p in published.suppressed if p[0] is not None and p[0] in members}
+    memory = memory.remember(name, period, published.suppressed - mine)
+    return published, memory.remember(record, period, mine)

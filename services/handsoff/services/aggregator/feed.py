@@ -12,10 +12,22 @@ import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from handsoff.federation.statements import AggregateStatement, statement_bytes
+from handsoff.federation.statements import PARTNER, AggregateStatement, statement_bytes
 from handsoff.services.aggregator.indicators import REGION
 
 CSV_HEADER = ("release", "indicator", "period", "area", "breakdown", "measure", "value")
+# A release with partner breakdowns: a partner's rows name it (area: its country); the
+# column is empty on country and region rows, and absent from releases without partners.
+PARTNER_CSV_HEADER = (
+    "release",
+    "indicator",
+    "period",
+    "area",
+    "partner",
+    "breakdown",
+    "measure",
+    "value",
+)
 TOTAL = "total"
 
 
@@ -35,39 +47,65 @@ class LatestRelease:
                 return raw
         return None
 
+    def has_partners(self) -> bool:
+        """Whether the release publishes partner-level figures."""
+        return any(
+            any(t.dimension == PARTNER for t in s.tables)
+            or any(x.partner is not None for x in s.stats)
+            or any(x.partner is not None for x in s.shares)
+            for s in self.statements
+        )
+
     def csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
+        partners = self.has_partners()
+        writer.writerow(PARTNER_CSV_HEADER if partners else CSV_HEADER)
         for s in self.statements:
-            for row in _rows(s):
-                writer.writerow((self.number, s.indicator, *row))
+            for period, area, partner, *rest in _rows(s):
+                if partners:
+                    writer.writerow((self.number, s.indicator, period, area, partner, *rest))
+                else:
+                    writer.writerow((self.number, s.indicator, period, area, *rest))
         return out.getvalue()
 
 
 def _rows(s: AggregateStatement) -> Iterator[tuple[object, ...]]:
-    """(period, area, breakdown, measure, value) for every published figure."""
+    """(period, area, partner, breakdown, measure, value) for every published figure; a
+    partner table's region margins are its country table's, so they are not repeated."""
     for t in s.tables:
         one_column = len(t.columns) == 1
+        if t.dimension == PARTNER:
+            rows = zip(t.countries, t.rows, t.cells, t.row_totals, strict=True)
+            for country, partner, cells, total in rows:
+                if one_column:
+                    yield (t.period, country, partner, "", "count", total)
+                    continue
+                for column, value in zip(t.columns, cells, strict=True):
+                    yield (t.period, country, partner, column, "count", value)
+                yield (t.period, country, partner, TOTAL, "count", total)
+            continue
         for row, cells, total in zip(t.rows, t.cells, t.row_totals, strict=True):
             if one_column:
-                yield (t.period, row, "", "count", total)
+                yield (t.period, row, "", "", "count", total)
                 continue
             for column, value in zip(t.columns, cells, strict=True):
-                yield (t.period, row, column, "count", value)
-            yield (t.period, row, TOTAL, "count", total)
+                yield (t.period, row, "", column, "count", value)
+            yield (t.period, row, "", TOTAL, "count", total)
         if not one_column:
             for column, value in zip(t.columns, t.column_totals, strict=True):
-                yield (t.period, REGION, column, "count", value)
-        yield (t.period, REGION, "" if one_column else TOTAL, "count", t.total)
+                yield (t.period, REGION, "", column, "count", value)
+        yield (t.period, REGION, "", "" if one_column else TOTAL, "count", t.total)
     for st in s.stats:
-        yield (st.period, st.area, "", "n", st.n)
-        yield (st.period, st.area, "", "median_hours", _blank(st.median))
-        yield (st.period, st.area, "", "p90_hours", _blank(st.p90))
+        who = st.partner or ""
+        yield (st.period, st.area, who, "", "n", st.n)
+        yield (st.period, st.area, who, "", "median_hours", _blank(st.median))
+        yield (st.period, st.area, who, "", "p90_hours", _blank(st.p90))
     for sh in s.shares:
-        yield (sh.period, sh.area, "", "police", sh.police)
-        yield (sh.period, sh.area, "", "incidents", sh.incidents)
-        yield (sh.period, sh.area, "", "share", _blank(sh.share))
+        who = sh.partner or ""
+        yield (sh.period, sh.area, who, "", "police", sh.police)
+        yield (sh.period, sh.area, who, "", "incidents", sh.incidents)
+        yield (sh.period, sh.area, who, "", "share", _blank(sh.share))
 
 
 def _blank(value: float | None) -> object:

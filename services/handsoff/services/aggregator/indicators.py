@@ -40,6 +40,15 @@ countries' cells; partners-reporting counts distinct partners in the region. Out
 sorted by (indicator, period, area, key). No small-cell suppression happens here: that is
 the publication step's job, which needs these exact figures.
 
+Partners. `Indicators.partner_cells` and `partner_stats` hold the same figures by partner,
+nested in the country of the events (a partner normally reports in its own country; one
+that also has events in another country has a row in each): for every count indicator
+except `partners-reporting` (by partner it would be 0 or 1), a country cell is the sum of
+its partners' cells. The partner frame is every (period, country, partner) in which at least
+one fact of that partner counts; the same zero rows as above are filled in over it. Sorted
+by (indicator, period, country, partner, key). The release publishes them only where the
+region document allows partner breakdowns.
+
 Percentiles (hours, `time-to-first-response`):
 
 - median: the middle value of the sorted hours, or the mean of the two middle values when
@@ -117,6 +126,10 @@ TOTALS: Final[tuple[str, ...]] = (
     PARTNERS_REPORTING,
 )
 COUNT_INDICATORS: Final[tuple[str, ...]] = tuple(sorted(BROKEN_DOWN + TOTALS))
+# Count indicators also computed by partner (partners-reporting is not: 0 or 1 by partner).
+PARTNER_COUNTS: Final[tuple[str, ...]] = tuple(
+    i for i in COUNT_INDICATORS if i != PARTNERS_REPORTING
+)
 STAT_INDICATORS: Final[tuple[str, ...]] = (TIME_TO_FIRST_RESPONSE,)
 INDICATORS: Final[tuple[str, ...]] = tuple(sorted(COUNT_INDICATORS + STAT_INDICATORS))
 
@@ -150,11 +163,37 @@ class Stat(msgspec.Struct, frozen=True, kw_only=True):
     p90: float | None
 
 
+class PartnerCell(msgspec.Struct, frozen=True, kw_only=True):
+    """One count of one partner: `indicator` in `period`, `country` and `partner`."""
+
+    indicator: str
+    period: str
+    country: str
+    partner: str
+    key: str
+    value: int
+
+
+class PartnerStat(msgspec.Struct, frozen=True, kw_only=True):
+    """The time to first response of one partner's cases in `period` and `country`."""
+
+    indicator: str
+    period: str
+    country: str
+    partner: str
+    n: int
+    median: float | None
+    p90: float | None
+
+
 class Indicators(msgspec.Struct, frozen=True, kw_only=True):
-    """Every table of one computation, each sorted by (indicator, period, area, key)."""
+    """Every table of one computation, each sorted by (indicator, period, area, key); the
+    partner tables by (indicator, period, country, partner, key)."""
 
     cells: tuple[Cell, ...] = ()
     stats: tuple[Stat, ...] = ()
+    partner_cells: tuple[PartnerCell, ...] = ()
+    partner_stats: tuple[PartnerStat, ...] = ()
 
     def table(self, indicator: str) -> tuple[Cell, ...]:
         """The cells of one count indicator."""
@@ -166,6 +205,21 @@ class Indicators(msgspec.Struct, frozen=True, kw_only=True):
         if indicator not in STAT_INDICATORS:
             raise KeyError(f"{indicator!r} is not a statistic")
         return tuple(s for s in self.stats if s.indicator == indicator)
+
+    def partner_table(self, indicator: str) -> tuple[PartnerCell, ...]:
+        """The partner cells of one count indicator (not partners-reporting)."""
+        if indicator not in PARTNER_COUNTS:
+            raise KeyError(f"{indicator!r} is not counted by partner")
+        return tuple(c for c in self.partner_cells if c.indicator == indicator)
+
+    def partner_stat_table(self, indicator: str) -> tuple[PartnerStat, ...]:
+        if indicator not in STAT_INDICATORS:
+            raise KeyError(f"{indicator!r} is not a statistic")
+        return tuple(s for s in self.partner_stats if s.indicator == indicator)
+
+    def partner_frame(self) -> frozenset[tuple[str, str, str]]:
+        """Every (period, country, partner) in which a fact of the partner counts."""
+        return frozenset((s.period, s.country, s.partner) for s in self.partner_stats)
 
     def value(self, indicator: str, period: str, area: str, key: str = TOTAL) -> int:
         """A count; 0 when there is no such cell."""
@@ -325,27 +379,31 @@ _REFERRALS: Mapping[type, str] = {
 }
 
 
+PartnerKey = tuple[str, str, str]  # (period, country, partner)
+
+
 class _Tally:
+    """Counts by partner; the country and region figures are their sums."""
+
     def __init__(self) -> None:
-        self.counts: Counter[tuple[str, str, str, str]] = Counter()
-        self.partners: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
-        self.hours: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
-        self.frame: set[tuple[str, str]] = set()
+        self.counts: Counter[tuple[str, str, str, str, str]] = Counter()
+        self.hours: defaultdict[PartnerKey, list[int]] = defaultdict(list)
+        self.frame: set[PartnerKey] = set()
 
     def count(self, indicator: str, event: SharedEvent, key: str = TOTAL) -> None:
         assert not isinstance(event, SharedRetraction)
-        for area in (event.country, REGION):
-            self.counts[(indicator, event.month, area, str(key))] += 1
-            self.frame.add((event.month, area))
+        where = (event.month, str(event.country), event.partner)
+        self.counts[(indicator, *where, str(key))] += 1
+        self.frame.add(where)
 
     def fact(self, event: SharedEvent) -> None:
         match event:
             case SharedIncident():
                 self.incident(event)
             case SharedFirstResponse():
-                for area in (event.country, REGION):
-                    self.hours[(event.month, area)].append(event.hours_to_first_response)
-                    self.frame.add((event.month, area))
+                where = (event.month, str(event.country), event.partner)
+                self.hours[where].append(event.hours_to_first_response)
+                self.frame.add(where)
             case SharedReferralMade() | SharedReferralAccepted() | SharedReferralCompleted():
                 self.count(_REFERRALS[type(event)], event, event.service)
             case SharedPoliceReportFiled():
@@ -369,37 +427,82 @@ class _Tally:
             self.count(INCIDENTS_BY_PERPETRATOR, event, perpetrator)
         if PerpetratorCategory.POLICE_OR_LAW_ENFORCEMENT in event.perpetrators:
             self.count(POLICE_SHARE, event)
-        for area in (event.country, REGION):
-            self.partners[(event.month, area)].add(event.partner)
 
-    def cells(self) -> list[Cell]:
-        values: dict[tuple[str, str, str, str], int] = dict(self.counts)
-        for period, area in self.frame:
-            for indicator in TOTALS:
-                values.setdefault((indicator, period, area, TOTAL), 0)
-            values[(PARTNERS_REPORTING, period, area, TOTAL)] = len(
-                self.partners.get((period, area), ())
-            )
-        return [
-            Cell(indicator=i, period=p, area=a, key=k, value=v)
-            for (i, p, a, k), v in sorted(values.items())
+    def cells(self) -> tuple[list[Cell], list[PartnerCell]]:
+        return area_cells(self.counts, self.frame)
+
+    def stats(self) -> tuple[list[Stat], list[PartnerStat]]:
+        by_area: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+        for (period, country, _), hours in self.hours.items():
+            by_area[(period, country)] += hours
+            by_area[(period, REGION)] += hours
+        frame = {(period, area) for period, country, _ in self.frame for area in (country, REGION)}
+        out = [
+            _stat(period, area, by_area.get((period, area), [])) for period, area in sorted(frame)
         ]
-
-    def stats(self) -> list[Stat]:
-        out = []
-        for period, area in sorted(self.frame):
-            hours = self.hours.get((period, area), [])
-            out.append(
-                Stat(
+        mine = []
+        for period, country, partner in sorted(self.frame):
+            s = _stat(period, country, self.hours.get((period, country, partner), []))
+            mine.append(
+                PartnerStat(
                     indicator=TIME_TO_FIRST_RESPONSE,
                     period=period,
-                    area=area,
-                    n=len(hours),
-                    median=median(hours),
-                    p90=nearest_rank(hours, 90),
+                    country=country,
+                    partner=partner,
+                    n=s.n,
+                    median=s.median,
+                    p90=s.p90,
                 )
             )
-        return out
+        return out, mine
+
+
+def _stat(period: str, area: str, hours: Sequence[int]) -> Stat:
+    return Stat(
+        indicator=TIME_TO_FIRST_RESPONSE,
+        period=period,
+        area=area,
+        n=len(hours),
+        median=median(hours),
+        p90=nearest_rank(hours, 90),
+    )
+
+
+def area_cells(
+    counts: Mapping[tuple[str, str, str, str, str], int], frame: Iterable[PartnerKey]
+) -> tuple[list[Cell], list[PartnerCell]]:
+    """The sorted country/region cells and partner cells from the partner counts
+    {(indicator, period, country, partner, key): n > 0} and the partner frame (shared with
+    tally.py, which counts in SQL)."""
+    values: dict[tuple[str, str, str, str], int] = {}
+    mine: dict[tuple[str, str, str, str, str], int] = dict(counts)
+    reporting: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+    for (indicator, period, country, partner, key), n in counts.items():
+        for area in (country, REGION):
+            cell = (indicator, period, area, key)
+            values[cell] = values.get(cell, 0) + n
+            if indicator == INCIDENTS:
+                reporting[(period, area)].add(partner)
+    areas: set[tuple[str, str]] = set()
+    for period, country, partner in frame:
+        areas.add((period, country))
+        areas.add((period, REGION))
+        for indicator in TOTALS:
+            if indicator != PARTNERS_REPORTING:
+                mine.setdefault((indicator, period, country, partner, TOTAL), 0)
+    for period, area in areas:
+        for indicator in TOTALS:
+            values.setdefault((indicator, period, area, TOTAL), 0)
+        values[(PARTNERS_REPORTING, period, area, TOTAL)] = len(reporting.get((period, area), ()))
+    cells = [
+        Cell(indicator=i, period=p, area=a, key=k, value=v)
+        for (i, p, a, k), v in sorted(values.items())
+    ]
+    partner_cells = [
+        PartnerCell(indicator=i, period=p, country=c, partner=m, key=k, value=v)
+        for (i, p, c, m, k), v in sorted(mine.items())
+    ]
+    return cells, partner_cells
 
 
 def compute(ledger: Ledger) -> Indicators:
@@ -408,7 +511,14 @@ def compute(ledger: Ledger) -> Indicators:
     for case in ledger.cases():
         for event in case.counted():
             tally.fact(event)
-    return Indicators(cells=tuple(tally.cells()), stats=tuple(tally.stats()))
+    cells, partner_cells = tally.cells()
+    stats, partner_stats = tally.stats()
+    return Indicators(
+        cells=tuple(cells),
+        stats=tuple(stats),
+        partner_cells=tuple(partner_cells),
+        partner_stats=tuple(partner_stats),
+    )
 
 
 def compute_from(messages: Iterable[tuple[str, int, SharedEvent]]) -> Indicators:

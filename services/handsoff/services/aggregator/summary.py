@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from handsoff.federation.statements import SUPPRESSED, AggregateStatement, Figure
+from handsoff.federation.statements import COUNTRY, SUPPRESSED, AggregateStatement, Figure
 from handsoff.services.aggregator import indicators as ind
 
 COLUMNS = (
@@ -26,7 +26,7 @@ def _total(s: AggregateStatement | None, period: str) -> Figure:
     if s is None:
         return 0
     for t in s.tables:
-        if t.period == period:
+        if t.period == period and t.dimension == COUNTRY:  # partner tables repeat the total
             return t.total
     return 0
 

@@ -30,14 +30,15 @@ holds the result tables only, never the messages.
 
 A message is identified by (partner, number): the slot keeps the lowest number and the fact
 rows have (partner, case_id, number, indicator, cell_key) as primary key, so a message
-received again changes nothing. Region cells are the sums of the country cells, except
-partners-reporting (distinct partners), computed from the same index.
+received again changes nothing. The cells are counted by partner (one ordered scan of an
+index); country and region cells are their sums, and partners-reporting the distinct
+partners with an incident (`indicators.area_cells`, shared with the reference).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from handsoff.events.codes import CourtJudgment, PerpetratorCategory
@@ -62,7 +63,6 @@ from handsoff.services.aggregator.indicators import (
     INCIDENTS_BY_GBVIMS_TYPE,
     INCIDENTS_BY_PERPETRATOR,
     INCIDENTS_BY_VIOLENCE_TYPE,
-    PARTNERS_REPORTING,
     POLICE_REPORTS_FILED,
     POLICE_RESPONSES,
     POLICE_SHARE,
@@ -72,10 +72,11 @@ from handsoff.services.aggregator.indicators import (
     REGION,
     TIME_TO_FIRST_RESPONSE,
     TOTAL,
-    TOTALS,
-    Cell,
     Indicators,
+    PartnerKey,
+    PartnerStat,
     Stat,
+    area_cells,
     median,
 )
 
@@ -112,7 +113,7 @@ _SCHEMA: Final[tuple[str, ...]] = (
         PRIMARY KEY (partner, case_id, number, indicator, cell_key)
     ) WITHOUT ROWID
     """,
-    # The cells, partners-reporting and the frame: one ordered scan of live rows.
+    # The cells by partner, partners-reporting and the frame: one ordered scan of live rows.
     """
     CREATE INDEX IF NOT EXISTS tally_fact_cells
     ON tally_fact (live, indicator, month, country, cell_key, partner)
@@ -125,6 +126,10 @@ _SCHEMA: Final[tuple[str, ...]] = (
     """
     CREATE INDEX IF NOT EXISTS tally_fact_region_hours
     ON tally_fact (live, month, hours) WHERE hours IS NOT NULL
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS tally_fact_partner_hours
+    ON tally_fact (live, month, country, partner, hours) WHERE hours IS NOT NULL
     """,
 )
 
@@ -150,18 +155,9 @@ INSERT OR IGNORE INTO tally_fact
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _CELLS: Final = """
-SELECT indicator, month, country, cell_key, count(*)
+SELECT indicator, month, country, partner, cell_key, count(*)
 FROM tally_fact WHERE live = 1
-GROUP BY indicator, month, country, cell_key
-"""
-_PARTNERS: Final = """
-SELECT month, country, count(DISTINCT partner)
-FROM tally_fact WHERE live = 1 AND indicator = :incidents
-GROUP BY month, country
-UNION ALL
-SELECT month, :region, count(DISTINCT partner)
-FROM tally_fact WHERE live = 1 AND indicator = :incidents
-GROUP BY month
+GROUP BY indicator, month, country, cell_key, partner
 """
 # The hours at the ranks the statistics need, with n: the two middle ranks (equal when n is
 # odd) and the nearest rank ceil(percent * n / 100), in integers. One window (n over the
@@ -188,6 +184,18 @@ SELECT month, :region, n, nth, hours FROM (
     FROM tally_fact WHERE live = 1 AND hours IS NOT NULL
     WINDOW w AS (
         PARTITION BY month ORDER BY hours
+        ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+    )
+) WHERE {_RANKS}
+"""  # noqa: S608 - constant text, no value is formatted in
+_PARTNER_HOURS: Final = f"""
+SELECT month, country, partner, n, nth, hours FROM (
+    SELECT month, country, partner, hours,
+        row_number() OVER w AS nth,
+        count(*) OVER w AS n
+    FROM tally_fact WHERE live = 1 AND hours IS NOT NULL
+    WINDOW w AS (
+        PARTITION BY month, country, partner ORDER BY hours
         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
     )
 ) WHERE {_RANKS}
@@ -311,58 +319,67 @@ def compute(db: sqlite3.Connection) -> Indicators:
     if own:
         db.execute("BEGIN")
     try:
-        cells, frame = _cells(db)
-        return Indicators(cells=tuple(cells), stats=tuple(_stats(db, frame)))
+        counts: dict[tuple[str, str, str, str, str], int] = {}
+        frame: set[PartnerKey] = set()
+        for indicator, month, country, partner, key, n in db.execute(_CELLS):
+            frame.add((month, country, partner))
+            if indicator != TIME_TO_FIRST_RESPONSE:
+                counts[(indicator, month, country, partner, key)] = n
+        cells, partner_cells = area_cells(counts, frame)
+        stats, partner_stats = _stats(db, frame)
+        return Indicators(
+            cells=tuple(cells),
+            stats=tuple(stats),
+            partner_cells=tuple(partner_cells),
+            partner_stats=tuple(partner_stats),
+        )
     finally:
         if own:
             db.execute("COMMIT")
 
 
-def _cells(db: sqlite3.Connection) -> tuple[list[Cell], set[tuple[str, str]]]:
-    """The count cells, sorted, and the frame: every (period, area) where a fact counts."""
-    values: dict[tuple[str, str, str, str], int] = {}
-    frame: set[tuple[str, str]] = set()
-    for indicator, month, country, key, n in db.execute(_CELLS):
-        frame.add((month, country))
-        frame.add((month, REGION))
-        if indicator == TIME_TO_FIRST_RESPONSE:
-            continue
-        values[(indicator, month, country, key)] = n
-        region = (indicator, month, REGION, key)
-        values[region] = values.get(region, 0) + n
-    partners = {
-        (month, area): n
-        for month, area, n in db.execute(_PARTNERS, {"incidents": INCIDENTS, "region": REGION})
-    }
-    for period, area in frame:
-        for indicator in TOTALS:
-            values.setdefault((indicator, period, area, TOTAL), 0)
-        values[(PARTNERS_REPORTING, period, area, TOTAL)] = partners.get((period, area), 0)
-    cells = [
-        Cell(indicator=i, period=p, area=a, key=k, value=v)
-        for (i, p, a, k), v in sorted(values.items())
-    ]
-    return cells, frame
+def _figures(n: int, at: Mapping[int, int]) -> tuple[float | None, float | None]:
+    """(median, p90) from the hours at the ranks _RANKS selects, n of them in all."""
+    if n == 0:
+        return None, None
+    return median(at[r] for r in {(n + 1) // 2, n // 2 + 1}), float(at[(P90 * n + 99) // 100])
 
 
-def _stats(db: sqlite3.Connection, frame: Iterable[tuple[str, str]]) -> list[Stat]:
+def _stats(
+    db: sqlite3.Connection, frame: Iterable[PartnerKey]
+) -> tuple[list[Stat], list[PartnerStat]]:
     ranked: dict[tuple[str, str], tuple[int, dict[int, int]]] = {}
     params = {"region": REGION, "percent": P90}
     for query in (_COUNTRY_HOURS, _REGION_HOURS):
         for month, area, n, rank, hours in db.execute(query, params):
             ranked.setdefault((month, area), (n, {}))[1][rank] = hours
+    mine: dict[PartnerKey, tuple[int, dict[int, int]]] = {}
+    for month, country, partner, n, rank, hours in db.execute(_PARTNER_HOURS, params):
+        mine.setdefault((month, country, partner), (n, {}))[1][rank] = hours
+    partners = sorted(frame)
+    areas = sorted({(p, a) for p, country, _ in partners for a in (country, REGION)})
     out = []
-    for period, area in sorted(frame):
+    for period, area in areas:
         n, at = ranked.get((period, area), (0, {}))
-        if n == 0:
-            mid: float | None = None
-            p90: float | None = None
-        else:
-            mid = median(at[r] for r in {(n + 1) // 2, n // 2 + 1})
-            p90 = float(at[(P90 * n + 99) // 100])
+        mid, p90 = _figures(n, at)
         out.append(
             Stat(
                 indicator=TIME_TO_FIRST_RESPONSE, period=period, area=area, n=n, median=mid, p90=p90
             )
         )
-    return out
+    by_partner = []
+    for period, country, partner in partners:
+        n, at = mine.get((period, country, partner), (0, {}))
+        mid, p90 = _figures(n, at)
+        by_partner.append(
+            PartnerStat(
+                indicator=TIME_TO_FIRST_RESPONSE,
+                period=period,
+                country=country,
+                partner=partner,
+                n=n,
+                median=mid,
+                p90=p90,
+            )
+        )
+    return out, by_partner

@@ -7,14 +7,20 @@
  *
  * Figures are numbers or the string "suppressed" (disclosure control). A suppressed figure
  * is never drawn as zero: tables show a hatched "suppressed" cell, charts a gap with a
- * marker. Hooks for tests: data-chart / data-points / data-gaps on charts, data-suppressed
- * on suppressed table cells, data-headline / data-value on headline figures.
+ * marker. Where the region allows partner breakdowns, a statement also holds partner tables
+ * (dimension "partner", each row's country in "countries") and partner statistics and
+ * shares (a "partner" field, "area" its country): they appear as a table by partner under
+ * the indicator's table, partners grouped by country, and nowhere else; a release without
+ * them shows nothing of the kind. Hooks for tests: data-chart / data-points / data-gaps on
+ * charts, data-suppressed on suppressed table cells, data-headline / data-value on headline
+ * figures, data-dimension="partner" / data-partner / data-country on partner tables.
  */
 "use strict";
 
 (() => {
   const SUPPRESSED = "suppressed";
   const REGION = "region";
+  const COUNTRY_DIMENSION = "country";
   const SVG_NS = "http://www.w3.org/2000/svg";
   const LATEST_URL = "/api/releases/latest";
   const STREAM_URL = "/api/stream";
@@ -94,6 +100,10 @@
   // ------------------------------------------------------------------ small helpers
 
   const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+  // A table of countries (the default when "dimension" is left out) or of partners.
+  const isCountryTable = (t) => (t.dimension || COUNTRY_DIMENSION) === COUNTRY_DIMENSION;
+  // A statistic or share of one partner (the others are of a country or the region).
+  const ofPartner = (x) => x.partner !== undefined && x.partner !== null;
 
   function label(code) {
     if (Object.prototype.hasOwnProperty.call(LABELS, code)) return LABELS[code];
@@ -175,14 +185,17 @@
     const byId = new Map(statements.map((st) => [st.indicator, st]));
     const periods = new Set();
     const areas = new Set();
+    let partners = false;
     for (const st of statements) {
       for (const t of st.tables || []) {
         periods.add(t.period);
-        t.rows.forEach((r) => areas.add(r));
+        if (isCountryTable(t)) t.rows.forEach((r) => areas.add(r));
+        else partners = true;
       }
       for (const x of [...(st.stats || []), ...(st.shares || [])]) {
         periods.add(x.period);
-        if (x.area !== REGION) areas.add(x.area);
+        if (ofPartner(x)) partners = true;
+        else if (x.area !== REGION) areas.add(x.area);
       }
     }
     const sorted = [...periods].sort();
@@ -194,12 +207,13 @@
       periods: sorted,
       latest: sorted.length ? sorted[sorted.length - 1] : null,
       areas: [...areas].sort(),
+      partners,
     };
   }
 
   function tableOf(m, indicator, period) {
     const st = m.byId.get(indicator);
-    return (st && (st.tables || []).find((t) => t.period === period)) || null;
+    return (st && (st.tables || []).find((t) => t.period === period && isCountryTable(t))) || null;
   }
 
   // A count indicator's total for one area; no table (or no row) means nothing was counted.
@@ -223,7 +237,7 @@
 
   function entryOf(m, indicator, field, period, area) {
     const st = m.byId.get(indicator);
-    return (st && (st[field] || []).find((x) => x.period === period && x.area === area)) || null;
+    return (st && (st[field] || []).find((x) => x.period === period && x.area === area && !ofPartner(x))) || null;
   }
 
   // Sum of published figures; `suppressed` says how many were left out.
@@ -704,7 +718,7 @@
 
   function tableForStatement(st, period) {
     const id = st.indicator;
-    const t = (st.tables || []).find((x) => x.period === period);
+    const t = (st.tables || []).find((x) => x.period === period && isCountryTable(x));
     if (t) {
       const areas = [...t.rows, REGION];
       if (t.columns.length === 1) {
@@ -716,7 +730,7 @@
       rows.push(["Total", [...t.row_totals, t.total].map(figureCell), "total"]);
       return indicatorTable(id, captionOf(id, period), areas, rows);
     }
-    const stats = (st.stats || []).filter((x) => x.period === period);
+    const stats = (st.stats || []).filter((x) => x.period === period && !ofPartner(x));
     if (stats.length) {
       const areas = stats.map((x) => x.area);
       return indicatorTable(id, captionOf(id, period), areas, [
@@ -725,7 +739,7 @@
         ["90th percentile (hours)", stats.map((x) => figureCell(x.p90))],
       ]);
     }
-    const shares = (st.shares || []).filter((x) => x.period === period);
+    const shares = (st.shares || []).filter((x) => x.period === period && !ofPartner(x));
     if (shares.length) {
       const areas = shares.map((x) => x.area);
       return indicatorTable(id, captionOf(id, period), areas, [
@@ -740,13 +754,82 @@
     ]);
   }
 
+  /* The partner figures of one statement for one month (null if it has none): a row per
+   * partner under a heading row for its country, the statement's measures as columns. */
+  function partnerTableFor(st, period) {
+    const t = (st.tables || []).find((x) => x.period === period && !isCountryTable(x));
+    if (t) {
+      const one = t.columns.length === 1;
+      const heads = one ? [label(t.columns[0])] : [...t.columns.map(label), "Total"];
+      return partnerTable(st.indicator, period, heads, t.rows.map((partner, i) => ({
+        partner,
+        country: t.countries[i],
+        cells: (one ? [t.row_totals[i]] : [...t.cells[i], t.row_totals[i]]).map(figureCell),
+      })));
+    }
+    const stats = (st.stats || []).filter((x) => x.period === period && ofPartner(x));
+    if (stats.length) {
+      return partnerTable(st.indicator, period, ["Cases (n)", "Median (hours)", "90th percentile (hours)"],
+        stats.map((x) => ({ partner: x.partner, country: x.area, cells: [figureCell(x.n), figureCell(x.median), figureCell(x.p90)] })));
+    }
+    const shares = (st.shares || []).filter((x) => x.period === period && ofPartner(x));
+    if (shares.length) {
+      return partnerTable(st.indicator, period, ["Incidents by police", "All incidents", "Share by police"],
+        shares.map((x) => ({
+          partner: x.partner,
+          country: x.area,
+          cells: [figureCell(x.police), figureCell(x.incidents), isNum(x.share) ? textCell(fmtShare(x.share)) : figureCell(null)],
+        })));
+    }
+    return null;
+  }
+
+  function partnerTable(id, period, heads, rows) {
+    const head = h("tr", {}, [
+      h("th", { scope: "col", text: "Partner" }),
+      ...heads.map((x) => h("th", { scope: "col", text: x })),
+    ]);
+    const body = [];
+    let country = null;
+    for (const r of rows) {
+      if (r.country !== country) {
+        country = r.country;
+        body.push(h("tr", { class: "country-group", "data-country": country }, [
+          h("th", { scope: "colgroup", colspan: heads.length + 1, text: areaName(country) }),
+        ]));
+      }
+      body.push(h("tr", { "data-partner": r.partner, "data-country": r.country }, [
+        h("th", { scope: "row", class: "partner", text: r.partner }),
+        ...r.cells,
+      ]));
+    }
+    return h("div", { class: "table-wrap partner-table", "data-indicator": id, "data-dimension": "partner" }, [
+      h("table", {}, [
+        h("caption", {}, [
+          h("span", { class: "cap-title", text: `${indicatorTitle(id)}, by partner` }),
+          h("span", { class: "cap-period", text: ` · ${monthName(period)}` }),
+          h("span", {
+            class: "cap-note",
+            text: "Partners in their countries (the region document allows partner breakdowns); " +
+              "a country's figures are the sums of its partners', protected together.",
+          }),
+        ]),
+        h("thead", {}, head),
+        h("tbody", {}, body),
+      ]),
+    ]);
+  }
+
   function renderTables(m) {
     const period = currentPeriod(m);
     document.getElementById("tables-title").textContent = `Tables for ${monthName(period)}`;
     replace("legend-tables", suppressionLegend(m.header.k));
     const known = ORDER.filter((id) => m.byId.has(id));
     const others = m.statements.map((st) => st.indicator).filter((id) => !ORDER.includes(id)).sort();
-    replace("indicator-tables", [...known, ...others].map((id) => tableForStatement(m.byId.get(id), period)));
+    replace("indicator-tables", [...known, ...others].flatMap((id) => {
+      const st = m.byId.get(id);
+      return [tableForStatement(st, period), m.partners ? partnerTableFor(st, period) : null];
+    }));
   }
 
   // ------------------------------------------------------------------ release details
