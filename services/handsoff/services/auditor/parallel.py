@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
@@ -70,11 +71,8 @@ class ParallelVerifier:
             with contextlib.suppress(OSError):  # that worker is gone already
                 pipe.send_bytes(b"")
             pipe.close()
-        for process in self._processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        # The answers are in: an interpreter's teardown (~0.1 s) need not hold up the report.
+        threading.Thread(target=_reap, args=(self._processes,), daemon=True).start()
         self._pipes, self._processes = [], []
         self._queued.clear()
 
@@ -118,6 +116,14 @@ class ParallelVerifier:
         except (EOFError, OSError):
             code = self._processes[worker].exitcode
             raise WorkerLost(f"verifying worker {worker} ended (exit code {code})") from None
+
+
+def _reap(processes: list[BaseProcess]) -> None:
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _chunks(messages: Iterable[StreamMessage]) -> Iterator[list[StreamMessage]]:
