@@ -36,6 +36,7 @@ import msgspec
 from bench._common import median
 from bench.ingest_rate import Sealed, make_region, messages, raw_verify
 from handsoff.federation.region import RegionDocument, SignedRegion
+from handsoff.services.auditor.parallel import ParallelVerifier
 from handsoff.services.auditor.region import StreamMessage, audit_messages
 
 
@@ -80,6 +81,20 @@ def rate_bench(events: int, rounds: int, workers: int) -> None:
         f"\nratio audit/raw: {audit / raw:.3f}; audit/(2 x raw): {audit / (2 * raw):.3f} "
         "(target >= 0.7 of twice the single-core rate)"
     )
+    if workers > 1:
+        print(
+            f"(included above: starting {workers} worker processes, {startup(doc, workers):.2f} s)"
+        )
+
+
+def startup(doc: RegionDocument, workers: int) -> float:
+    """Time until every worker has answered once (an empty chunk)."""
+    start = time.perf_counter()
+    with ParallelVerifier(doc, workers) as verifier:
+        for _ in range(workers):
+            list(verifier.feed([]))
+        list(verifier.flush())
+    return time.perf_counter() - start
 
 
 def write_file(path: Path, doc: RegionDocument, keys: dict[str, object], n: int) -> None:
