@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,56 @@ async def test_sigkill_between_publish_and_commit_then_node_restarts(
         await assert_exactly_once(nats_server.url, kit, reopened)
     finally:
         reopened.close()
+
+
+async def test_a_node_restored_from_a_backup_stops_sharing_instead_of_losing_events(
+        tmp_path: Path, region_node: tuple[Node, RegionKit], nats_server: EmbeddedNats) -> None:
+    """After a restore, the node numbers its new events as the lost ones were numbered. The
+    relay must neither drop them as "already stored" nor publish them under numbers the
+    region already holds: it stops sharing and says why; the node goes on recording."""
+    node, kit = region_node
+    await create_streams(nats_server.url, kit.document.region)
+    settings = FederationSettings(nats_url=nats_server.url, nats_user="x", publish_interval=0)
+
+    async def relay_until_caught_up(n: Node) -> None:
+        link = NodeLink(n, settings)
+        await link.start()
+        try:
+            await wait_caught_up(link)
+        finally:
+            await link.stop()
+
+    root = node.paths.root
+    record_stories(node, 1, 6)
+    await relay_until_caught_up(node)
+    node.close()
+    shutil.copytree(root, tmp_path / "backup")
+
+    node = Node.open(root, PASSPHRASE)
+    record_stories(node, 2, 6)  # shared, then lost with the machine
+    await relay_until_caught_up(node)
+    node.close()
+    published = await read_stream(nats_server.url, kit.document)
+
+    shutil.rmtree(root)
+    shutil.copytree(tmp_path / "backup", root)
+    restored = Node.open(root, PASSPHRASE)
+    try:
+        record_stories(restored, 3, 6)  # new events, numbered as the lost ones were
+        link = NodeLink(restored, settings)
+        await link.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while link.relay.status.blocked is None:
+                assert loop.time() < deadline, f"relay not blocked: {link.status()}"
+                await asyncio.sleep(0.05)
+            error = link.status().last_error or ""
+            assert "restored from a backup" in error, error
+            assert link.running  # the node keeps its API and recording up
+            record_stories(restored, 4, 1)
+        finally:
+            await link.stop()
+        assert await read_stream(nats_server.url, kit.document) == published  # nothing sent
+    finally:
+        restored.close()

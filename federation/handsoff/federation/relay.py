@@ -9,12 +9,19 @@ Exactly once, even beyond the stream's duplicate window: after any failure (and 
 the relay reads back its own messages stored after the last committed stream sequence and
 publishes only those that are missing. A publish that timed out but was stored (nats-py
 flushes its buffer after a reconnect) is found there and not sent again.
+
+What it reads back must be exactly what it is about to send: the same message ids with the
+same payloads. Anything else (a node restored from a backup, whose numbers the region
+already holds for events this log no longer has; a second node relaying as the same
+partner) would make it drop new events as "already stored" or contradict published ones,
+so the relay stops sharing (RelayBlocked) and says why; the node goes on recording.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -30,11 +37,17 @@ from nats.js.client import JetStreamContext
 
 from handsoff.federation import subjects
 from handsoff.federation.envelope import MSG_ID, message_id, seal_headers
+from handsoff.federation.errors import FederationError
 from handsoff.federation.policy import SharePolicy
 from handsoff.federation.shared import kind_of
 from handsoff.keys import SigningKey
 
 log = logging.getLogger("handsoff.relay")
+
+
+class RelayBlocked(FederationError):
+    """The region's stream holds messages of this partner that this node's log does not
+    make: sharing stops until someone looks (docs/operations.md, restoring a node)."""
 
 
 class Change(NamedTuple):
@@ -76,6 +89,7 @@ class RelayStatus:
     pending: int = 0
     last_error: str | None = None
     last_success: float | None = None
+    blocked: str | None = None  # why sharing stopped (RelayBlocked), until a restart
 
     @property
     def lag(self) -> int:
@@ -169,6 +183,7 @@ class Relay:
             await asyncio.to_thread(self.replay_policy)
         built: deque[tuple[list[Outgoing], int]] = deque()
         reconcile = True
+        found_seq = 0  # the last stream seq of the batch's messages found already stored
         wait = self.settings.retry_wait[0]
         while not stop.is_set():
             if not built:
@@ -182,21 +197,20 @@ class Relay:
             prefetch = None
             try:
                 if reconcile:
-                    pending = await self._without_stored(js, pending)
+                    pending, found_seq = await self._without_stored(js, pending)
                     built[0] = (pending, upto)
                     reconcile = False
                 if len(built) == 1:
                     prefetch = asyncio.create_task(asyncio.to_thread(self.next_batch, upto))
                 last_seq = await self._publish(js, pending)
+            except RelayBlocked as e:
+                self.status.blocked = self.status.last_error = f"blocked: {e}"
+                log.error("relay: sharing stopped: %s", e)
+                await stop.wait()  # recording goes on; nothing is shared until a restart
+                return
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as e:
-                self.status.connected = False
-                self.status.last_error = f"{type(e).__name__}: {e}"
-                log.warning(
-                    "relay: publish failed (%s); retrying in %.2f s", type(e).__name__, wait
-                )
+                wait = await self._failed(e, stop, wait)
                 reconcile = True
-                await _sleep_or_stop(stop, wait)
-                wait = min(wait * 2, self.settings.retry_wait[1])
                 continue
             finally:
                 if prefetch is not None:
@@ -206,9 +220,18 @@ class Relay:
             wait = self.settings.retry_wait[0]
             if self.after_publish is not None:
                 self.after_publish()
-            self._commit(Position(upto, max(last_seq, self._position.stream_seq)))
+            self._commit(Position(upto, max(last_seq, found_seq, self._position.stream_seq)))
+            found_seq = 0
             self.status.published += len(pending)
             built.popleft()
+
+    async def _failed(self, e: Exception, stop: asyncio.Event, wait: float) -> float:
+        """Notes a failed publish, waits, and returns the next wait (doubling)."""
+        self.status.connected = False
+        self.status.last_error = f"{type(e).__name__}: {e}"
+        log.warning("relay: publish failed (%s); retrying in %.2f s", type(e).__name__, wait)
+        await _sleep_or_stop(stop, wait)
+        return min(wait * 2, self.settings.retry_wait[1])
 
     def _commit(self, position: Position) -> None:
         self.store.save(position)
@@ -233,25 +256,49 @@ class Relay:
             raise
         return max((a.seq for a in acks), default=0)
 
-    async def _without_stored(self, js: JetStreamContext, batch: list[Outgoing]) -> list[Outgoing]:
-        """Drops the messages of `batch` that the stream already holds."""
+    async def _without_stored(
+        self, js: JetStreamContext, batch: list[Outgoing]
+    ) -> tuple[list[Outgoing], int]:
+        """The messages of `batch` the stream does not hold yet, and the last stream seq of
+        those it does; RelayBlocked if the stream holds any other message of this partner
+        after the committed position."""
         if not batch:
-            return batch
-        stored = await stored_message_ids(
+            return batch, 0
+        stored = await stored_payloads(
             js, self.settings.region, self.settings.partner, self._position.stream_seq
         )
+        made = {m.msg_id: _digest(m.payload) for m in batch}
+        for msg_id in sorted(stored):
+            if msg_id not in made:
+                raise RelayBlocked(
+                    f"the region's stream holds {msg_id}, which this node's log does not make "
+                    f"next (it makes {batch[0].msg_id} to {batch[-1].msg_id}): restored from a "
+                    "backup, or another node relaying as this partner?"
+                )
+            if stored[msg_id][0] != made[msg_id]:
+                raise RelayBlocked(
+                    f"the region's stream holds {msg_id} with another payload than this node's "
+                    "log makes under that number: restored from a backup, or another node "
+                    "relaying as this partner?"
+                )
         if stored:
             log.info(
-                "relay: %d message(s) were already stored; not sending them again",
-                len(stored & {m.msg_id for m in batch}),
+                "relay: %d message(s) were already stored; not sending them again", len(stored)
             )
-        return [m for m in batch if m.msg_id not in stored]
+        return [m for m in batch if m.msg_id not in stored], max(
+            (seq for _, seq in stored.values()), default=0
+        )
 
 
-async def stored_message_ids(
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+async def stored_payloads(
     js: JetStreamContext, region: str, partner: str, after_seq: int, timeout: float = 5.0
-) -> set[str]:
-    """Msg ids of this partner's messages stored after stream sequence `after_seq`."""
+) -> dict[str, tuple[bytes, int]]:
+    """Msg id -> (payload digest, stream seq) of this partner's messages stored after
+    stream sequence `after_seq` (the first copy of each)."""
     stream = subjects.events_stream(region)
     config = ConsumerConfig(
         name=subjects.relay_consumer(partner),
@@ -265,7 +312,7 @@ async def stored_message_ids(
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_consumer(stream, config.name or "")
     info = await js.add_consumer(stream, config, timeout=timeout)
-    ids: set[str] = set()
+    ids: dict[str, tuple[bytes, int]] = {}
     try:
         remaining = info.num_pending or 0
         sub = await js.pull_subscribe_bind(config.name or "", stream=stream)
@@ -274,7 +321,9 @@ async def stored_message_ids(
                 msgs = await sub.fetch(min(remaining, 256), timeout=timeout)
                 for m in msgs:
                     if m.headers and MSG_ID in m.headers:
-                        ids.add(m.headers[MSG_ID])
+                        ids.setdefault(
+                            m.headers[MSG_ID], (_digest(m.data), m.metadata.sequence.stream)
+                        )
                 remaining -= len(msgs)
         finally:
             await sub.unsubscribe()
