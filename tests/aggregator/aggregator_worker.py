@@ -5,6 +5,8 @@ chosen point (for test_aggregator_faults.py).
         MODE mid-batch     die while verifying the N-th message of this run
              after-commit  die after the N-th batch is committed, before its acks
              mid-release   die after the N-th release is kept, before it is published
+             announced     die after the N-th announcement of the region version taken is
+                           published (and acknowledged), before it is recorded
              none          run to the end and exit 0
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: support.py
 
 from handsoff.services.aggregator import ingest as ingest_module
+from handsoff.services.aggregator.announce import TakenBook
 from handsoff.services.aggregator.ingest import IngestStore
 from handsoff.services.aggregator.releases import ReleaseBook
 from handsoff.services.aggregator.service import (
@@ -43,10 +46,11 @@ def arm(mode: str, n: int) -> None:
     def counted(original: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             calls["count"] += 1
-            if mode == "mid-batch" and calls["count"] == n:
+            before = mode in ("mid-batch", "announced")
+            if before and calls["count"] == n:
                 die()
             result = original(*args, **kwargs)
-            if mode != "mid-batch" and calls["count"] == n:
+            if not before and calls["count"] == n:
                 die()
             return result
 
@@ -58,6 +62,8 @@ def arm(mode: str, n: int) -> None:
         IngestStore.record = counted(IngestStore.record)  # type: ignore[method-assign]
     elif mode == "mid-release":
         ReleaseBook.keep = counted(ReleaseBook.keep)  # type: ignore[method-assign]
+    elif mode == "announced":
+        TakenBook.record = counted(TakenBook.record)  # type: ignore[method-assign]
 
 
 async def run(directory: Path, url: str) -> None:

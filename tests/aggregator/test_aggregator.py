@@ -134,6 +134,8 @@ async def history(region: Region) -> list[tuple[AggregateStatement, ...]]:
     )
     by_release: dict[int, dict[str, AggregateStatement]] = defaultdict(dict)
     for m in msgs:
+        if subjects.is_region_taken(m.subject):  # the aggregator's announcement of its region
+            continue
         s = statements.verify(m.data, region.document)
         by_release[s.release][s.indicator] = s
     return [tuple(by_release[n][i] for i in PUBLISHED) for n in sorted(by_release)]

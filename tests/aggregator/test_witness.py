@@ -109,7 +109,9 @@ async def start_witness(region: Region) -> Witnessing:
     )
     store = IngestStore(region.aggregator_dir / "aggregator.sqlite")
     nc = await nats.connect(region.url)
-    aggregator = Aggregator(region.document, region.aggregator_key, store, nc, config)
+    aggregator = Aggregator(
+        region.document, region.aggregator_key, store, nc, config, signed_region=region.kit.signed
+    )
     await aggregator.start()
     return Witnessing(aggregator, store)
 

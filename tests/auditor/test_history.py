@@ -15,6 +15,7 @@ from handsoff.federation.region import (
     Aggregator,
     Coordinator,
     RegionDocument,
+    RegionProblem,
     RegionSignature,
     SignedRegion,
     sign_region,
@@ -240,3 +241,35 @@ def test_version_use_names_unknown_versions_and_keys_revoked_later() -> None:
     found = Collector()
     used.report(found)
     assert found.findings == []
+
+
+def test_announcements_judge_by_sequence_number_and_fall_back_to_stream_time() -> None:
+    """The aggregator took version 3 after events seq 10 and version 5 after seq 40: a
+    message is judged by the version announced for its sequence number whatever its time;
+    before the first announcement, by the version in force at its stream time."""
+    versions = history()
+    h = RegionHistory([v.document for v in versions]).with_taken([(10, 3), (40, 5)])
+    assert h.taken == ((10, 3), (40, 5))
+    late = T0 + timedelta(days=30)  # version 6's time
+    assert h.judged_by(5, late).version == 6  # before the first announcement: by time
+    assert h.judged_by(10, late).version == 6
+    assert h.judged_by(11, late).version == 3  # the aggregator still held version 3
+    assert h.judged_by(40, late).version == 3
+    assert h.judged_by(41, T0).version == 5  # ... and then version 5 (4 never taken)
+    at = T0 + timedelta(hours=30)  # p3 joined in version 4, which version 3 does not know
+    with pytest.raises(RegionProblem, match="not a partner"):
+        h.keys_for(11, at).partner_key("p3", kid_hex(P3.kid), at)
+    assert h.keys_for(41, at).partner_key("p3", kid_hex(P3.kid), at) == P3.public_key
+    # Handed to a worker process with the schedule.
+    again = RegionHistory.decode(h.encode())
+    assert again.taken == h.taken
+    assert again.documents == h.documents
+    # Two announcements after the same position: the later one counts.
+    same = RegionHistory([v.document for v in versions]).with_taken([(10, 3), (10, 4)])
+    assert same.judged_by(11, T0).version == 4
+    with pytest.raises(ValueError, match="forward"):
+        RegionHistory([v.document for v in versions], [(10, 4), (20, 3)])
+    with pytest.raises(ValueError, match="forward"):
+        RegionHistory([v.document for v in versions], [(20, 3), (10, 4)])
+    with pytest.raises(ValueError, match="not among"):
+        RegionHistory([v.document for v in versions], [(10, 7)])

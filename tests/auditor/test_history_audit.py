@@ -1,8 +1,10 @@
 """`handsoff audit region` over a region that went through versions (issue #6): a partner
 added, a key rotated, the old key revoked, all with real signed events relayed to a real
 nats-server and released by the aggregator between the changes. With every version the
-audit is clean; with one version it reports what that version cannot explain; a tampered
-history is named; the export bundle carries the history and verifies offline."""
+audit is clean; the aggregator's announcements of the versions it took carry the history
+in the stream, so one trusted version suffices; without them, one version reports what that
+version cannot explain; a tampered history is named; the export bundle carries the history
+and verifies offline."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import nats
 import pytest
 
 from aggregator_support import PARTNERS
+from handsoff.federation import subjects
 from handsoff.federation.history import RegionHistory
 from handsoff.federation.natsconf import ensure_streams
 from handsoff.federation.region import (
@@ -39,7 +42,12 @@ from handsoff.services.aggregator.service import (
 )
 from handsoff.services.auditor.bundle import Bundle, audit_bundle, sign_bundle
 from handsoff.services.auditor.membership import check_history
-from handsoff.services.auditor.region import audit_region
+from handsoff.services.auditor.region import (
+    StreamMessage,
+    audit_messages,
+    audit_region,
+    read_all,
+)
 from handsoff.services.auditor.report import AuditReport, Collector
 from handsoff.services.cli import main
 from handsoff.services.natsserver import EmbeddedNats
@@ -183,13 +191,39 @@ async def make_history(tmp_path: Path, url: str) -> History:
 
 
 async def audit(h: History, *versions: SignedRegion) -> AuditReport:
-    found = Collector()
-    history = check_history(list(versions), found)
+    """`audit region` with these versions trusted (the stream's announcements chain on)."""
     nc = await nats.connect(h.url)
     try:
-        return await audit_region(nc.jetstream(), history, found=found)
+        return await audit_region(nc.jetstream(), list(versions))
     finally:
         await nc.close()
+
+
+async def streams(url: str) -> tuple[list[StreamMessage], ...]:
+    """(events, aggregates, checkpoints) as stored."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        events = await read_all(js, "HX_SADC_EVENTS", "hx.sadc.events.>")
+        aggregates = await read_all(js, "HX_SADC_AGGREGATES", "hx.sadc.aggregates.>")
+        checkpoints = await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.checkpoints.>")
+        checkpoints += await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.witness.*")
+        checkpoints.sort(key=lambda m: m.seq)
+    finally:
+        await nc.close()
+    return events, aggregates, checkpoints
+
+
+def unannounced(aggregates: list[StreamMessage]) -> list[StreamMessage]:
+    """The aggregates stream as an aggregator from before announcements would have left it."""
+    return [m for m in aggregates if not subjects.is_region_taken(m.subject)]
+
+
+async def audit_by_time(h: History, *versions: SignedRegion) -> AuditReport:
+    """The audit of the same streams without the aggregator's announcements: each message
+    judged by the version in force at its stream time (given one version: by it)."""
+    events, aggregates, checkpoints = await streams(h.url)
+    return audit_messages(list(versions), events, unannounced(aggregates), checkpoints=checkpoints)
 
 
 def kinds(report: AuditReport) -> Counter[tuple[str, str, str]]:
@@ -212,12 +246,27 @@ async def test_a_region_through_four_versions_audits_clean_with_its_history(
         assert checks["releases"].checked > 0
         assert checks["signatures"].checked > 0
 
-        # Only the latest version: every change so far took effect from its version on, so
-        # no message is rejected; the audit names the versions the senders and releases
-        # used that it was not given, and the releases cut under version 3 (partners in BW
-        # and ZA) no longer follow: recomputed with version 6's countries, they gain a row
-        # for NA the aggregator never had.
-        latest = await audit(h, v[6])
+        # The aggregator announced versions 3, 4 and 6 (each as it took them; it never ran
+        # while holding 5): given the first version or the latest alone, the announced
+        # documents chain on (the latest's coordinators vouching for the first), every
+        # message is judged by the version the aggregator held, and only the version never
+        # announced (5: messages were sent under it) is missing.
+        for trusted in (v[3], v[6]):
+            alone = await audit(h, trusted)
+            assert alone.ok, alone.findings
+            assert {(f.check, f.reason, f.where) for f in alone.findings} == {
+                ("membership", "gap", "region version 6"),
+                ("membership", "unknown_version", "region version 5"),
+            }
+            assert {c.name: c.checked for c in alone.checks}["announcements"] == 3
+
+        # Without the announcements (an aggregator from before them), only the latest
+        # version: every change so far took effect from its version on, so no message is
+        # rejected; the audit names the versions the senders and releases used that it was
+        # not given, and the releases cut under version 3 (partners in BW and ZA) no longer
+        # follow: recomputed with version 6's countries, they gain a row for NA the
+        # aggregator never had.
+        latest = await audit_by_time(h, v[6])
         assert not latest.ok
         unknown = {f.where: f.detail for f in latest.findings if f.reason == "unknown_version"}
         assert set(unknown) == {"region version 3", "region version 4", "region version 5"}
@@ -230,8 +279,9 @@ async def test_a_region_through_four_versions_audits_clean_with_its_history(
         assert mismatched
         assert mismatched <= set(cut_under_3.split(", "))
 
-        # Only the first version: the partner added later and the rotated key are unknown.
-        first = await audit(h, v[3])
+        # ... only the first version: the partner added later and the rotated key are
+        # unknown.
+        first = await audit_by_time(h, v[3])
         assert not first.ok
         found = kinds(first)
         assert found[("signatures", "unknown_partner", "error")] > 0  # p3
@@ -241,8 +291,10 @@ async def test_a_region_through_four_versions_audits_clean_with_its_history(
         assert ("membership", "unknown_version", "warning") in found
 
         # p1's first key found compromised late: version 7 revokes it from inside version
-        # 4's time. With the whole history its uses then were valid (version 4 in force)
-        # and are named as worth a look; judged by version 7 alone they are rejected.
+        # 4's time. With the whole history its uses then were valid (version 4 in force,
+        # and held by the aggregator) and are named as worth a look; so they are given
+        # version 7 alone and the announcements; judged by version 7 alone (no
+        # announcements) they are rejected.
         revoked = v[6].document.revoke_key(
             "p1", h.first_key, h.compromised_from, issued_at=datetime.now(UTC)
         )
@@ -254,6 +306,9 @@ async def test_a_region_through_four_versions_audits_clean_with_its_history(
         ]
         assert f"signed with key {h.first_key}" in with_v7.findings[0].detail
         alone = await audit(h, v7)
+        assert alone.ok, alone.findings
+        assert ("membership", "revoked_later", "warning") in kinds(alone)
+        alone = await audit_by_time(h, v7)
         assert not alone.ok
         found = kinds(alone)
         assert found[("signatures", "key_revoked", "error")] > 0
@@ -285,8 +340,10 @@ async def test_a_region_through_four_versions_audits_clean_with_its_history(
         assert code == 1
         assert "membership/insufficient_signatures at region version 5" in out
         assert "1 valid signature(s) of the 2 needed" in out
-        # Without version 5, p1's new key is unknown until version 6.
-        assert "signatures/unknown_key" in out
+        # A file trusted here that the chain cannot take.
+        assert "membership/different_region at region version 5" in out
+        # The messages are judged by the versions the aggregator announced (5 never was).
+        assert "signatures/" not in out
         save_region(h.regions / "region-v5.json", v[5])
 
         # The export bundle holds every version the aggregator held; it verifies offline.
@@ -314,9 +371,16 @@ async def test_a_region_through_four_versions_audits_clean_with_its_history(
             main, ["audit", "bundle", str(out_file), "--region", str(h.regions / "region-v3.json")]
         )
         assert code == 0, capsys.readouterr().out
-        # A bundle whose history lost a version (re-signed by the exporter): named.
+        # A bundle whose history lost a version (re-signed by the exporter): the stream's
+        # announcements it carries give version 4 back ...
         key = _aggregator_key(h)
         cut = msgspec.structs.replace(bundle, history=[bundle.history[0], bundle.history[2]])
+        report = audit_bundle(sign_bundle(cut, key))
+        assert report.findings == []
+        # ... and without them too, the gap is named.
+        cut = msgspec.structs.replace(
+            cut, statements=[m for m in cut.statements if not subjects.is_region_taken(m.subject)]
+        )
         report = audit_bundle(sign_bundle(cut, key))
         assert ("membership", "gap", "warning") in kinds(report)
         assert not report.ok  # p3 is unknown under version 3, in force in version 4's time

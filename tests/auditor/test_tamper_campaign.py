@@ -23,7 +23,7 @@ import msgspec
 import pytest
 
 from aggregator_support import Region, make_region
-from handsoff.federation import statements
+from handsoff.federation import statements, subjects
 from handsoff.federation.checkpoints import make_checkpoint, read_checkpoint, sign_checkpoint
 from handsoff.federation.envelope import KID, MSG_ID, REGION_VERSION, SIGNATURE, signing_input
 from handsoff.federation.region import SignedRegion
@@ -62,7 +62,15 @@ class World:
         self.events, self.aggregates, self.checkpoints = events, aggregates, checkpoints
         self.doc = region.document
         self.signers = {n.config.partner: n.signer for n in region.nodes}
-        last = max(statements.verify(m.data, self.doc).inputs.last_seq for m in aggregates)
+        # the statements (the aggregates stream also holds the region version announced)
+        self.statements = [
+            i for i, m in enumerate(aggregates) if not subjects.is_region_taken(m.subject)
+        ]
+        assert len(self.statements) < len(aggregates)
+        last = max(
+            statements.verify(aggregates[i].data, self.doc).inputs.last_seq
+            for i in self.statements
+        )
         self.covered = [i for i, m in enumerate(events) if m.seq <= last]
 
 
@@ -159,7 +167,7 @@ def _altered_statement(rng: random.Random, w: World, raw: bytes) -> AggregateSta
 def alter_statement(rng: random.Random, w: World, ev: list[StreamMessage],
                     ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     """A figure changed and signed again with the aggregator's own key."""
-    i = rng.randrange(len(ag))
+    i = rng.choice(w.statements)
     forged = statements.sign(_altered_statement(rng, w, ag[i].data), w.region.aggregator_key)
     ag[i] = replace(ag[i], data=forged)
 
@@ -167,7 +175,7 @@ def alter_statement(rng: random.Random, w: World, ev: list[StreamMessage],
 def forge_statement(rng: random.Random, w: World, ev: list[StreamMessage],
                     ag: list[StreamMessage], cp: list[StreamMessage]) -> None:
     """A figure changed without the aggregator's key (the old signature kept)."""
-    i = rng.randrange(len(ag))
+    i = rng.choice(w.statements)
     s = _altered_statement(rng, w, ag[i].data)
     wrapper = msgspec.json.decode(ag[i].data)
     wrapper["statement"] = msgspec.to_builtins(s)
@@ -245,9 +253,14 @@ def bundle_campaign(w: World, rng: random.Random, trials: int) -> Counter[str]:
             data, expected = bytes(data), ("bundle", "bad_signature")
         elif kind == "foreign-exporter":
             data, expected = sign_bundle(clean, SigningKey.generate()), ("bundle", "unknown_key")
-        else:  # the region document inside loses its coordinators' signatures
+        else:  # the region document inside loses its coordinators' signatures (and the
+            # announcement carrying the signed document is left out)
             unsigned = SignedRegion(signed_region.document_bytes)
-            bundle = msgspec.structs.replace(clean, region=unsigned.encode().decode())
+            bundle = msgspec.structs.replace(
+                clean,
+                region=unsigned.encode().decode(),
+                statements=[m for m in clean.statements if not subjects.is_region_taken(m.subject)],
+            )
             data = sign_bundle(bundle, key)
             expected = ("membership", "insufficient_signatures")
         report = audit_bundle(data)

@@ -366,6 +366,12 @@ def open_cosignature(signed: bytes, region: RegionDocument) -> Cosignature:
     return cosignature
 
 
+def read_cosignature(signed: bytes) -> Cosignature:
+    """The cosignature inside a signed form, NOT verified (to pick the key to verify it
+    with); msgspec.DecodeError if it is none."""
+    return _COSIGNATURE.decode(bytes(_SIGNED_COSIGNATURE.decode(signed).cosignature))
+
+
 def cosigns(cosignature: Cosignature, checkpoint: Checkpoint) -> bool:
     """Whether a (verified) cosignature countersigns this checkpoint's (size, root)."""
     return (

@@ -23,11 +23,20 @@ against the last one taken, so a forged version cannot vouch for the versions af
 Versions missing between two taken ones (`gap`) are a warning: `accept` lets a node skip
 versions its coordinators never signed, but a message sent under a missing version is then
 judged by the versions around it.
+
+The aggregator, though, judges a message by the version it *held* when it ingested it,
+and takes a new version only when it starts. Where it announced the versions it took
+(announcements.py: version, and `after_seq`, its events stream position then), a history
+may carry that schedule (`taken`): an events message with a sequence number after the first
+announcement's `after_seq` is judged by the version of the newest announcement with
+`after_seq` below its sequence, which is exactly what the aggregator did; a message at or
+before it (an aggregator from before announcements) by the version in force at its stream
+time.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from itertools import pairwise
@@ -134,17 +143,37 @@ def verify_history(
     return taken, problems
 
 
-_DOCUMENTS = msgspec.json.Decoder(list[RegionDocument] | RegionDocument)
+class _Encoded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    documents: list[RegionDocument]
+    taken: list[tuple[int, int]]  # (after_seq, version)
+
+
+_DOCUMENTS = msgspec.json.Decoder(list[RegionDocument] | _Encoded)
+_DOCUMENT = msgspec.json.Decoder(RegionDocument)
 
 
 class RegionHistory:
     """Versions of one region's document (already checked), oldest first; the version in
     force at a moment and its partner keys. A history of one document judges every message
-    by that document, whatever its time (what auditing with one region file does)."""
+    by that document, whatever its time (what auditing with one region file does).
 
-    __slots__ = ("_by_version", "_documents", "_issued", "_tables")
+    `taken`: the aggregator's announcements, (after_seq, version) in the order made
+    (module docstring): an events message is then judged by the version the aggregator
+    held when it ingested it (`judged_by`, `keys_for`)."""
 
-    def __init__(self, documents: Sequence[RegionDocument]) -> None:
+    __slots__ = (
+        "_after",
+        "_by_version",
+        "_documents",
+        "_issued",
+        "_tables",
+        "_taken",
+        "_taken_index",
+    )
+
+    def __init__(
+        self, documents: Sequence[RegionDocument], taken: Sequence[tuple[int, int]] = ()
+    ) -> None:
         if not documents:
             raise ValueError("a region history needs at least one version")
         docs = tuple(documents)
@@ -157,14 +186,33 @@ class RegionHistory:
         self._issued = [d.issued_at for d in docs]
         self._tables = tuple(KeyTable(d) for d in docs)
         self._by_version = {d.version: d for d in docs}
+        index = {d.version: i for i, d in enumerate(docs)}
+        schedule = tuple((int(a), int(v)) for a, v in taken)
+        for (a1, v1), (a2, v2) in pairwise(schedule):
+            if a2 < a1 or v2 <= v1:
+                raise ValueError("announcements must go forward: after_seq and version")
+        if any(v not in index for _, v in schedule):
+            raise ValueError("an announced version is not among the history's versions")
+        self._taken = schedule
+        self._after = [a for a, _ in schedule]
+        self._taken_index = [index[v] for _, v in schedule]
 
     @classmethod
     def of(cls, region: RegionDocument | RegionHistory) -> RegionHistory:
         return region if isinstance(region, RegionHistory) else cls([region])
 
+    def with_taken(self, taken: Sequence[tuple[int, int]]) -> RegionHistory:
+        """The same versions, with the aggregator's announcements (after_seq, version)."""
+        return RegionHistory(self._documents, taken)
+
     @property
     def documents(self) -> tuple[RegionDocument, ...]:
         return self._documents
+
+    @property
+    def taken(self) -> tuple[tuple[int, int], ...]:
+        """The announcements judged by: (after_seq, version), in order; () if none."""
+        return self._taken
 
     @property
     def region(self) -> str:
@@ -185,6 +233,12 @@ class RegionHistory:
             return 0
         return max(bisect_right(self._issued, at) - 1, 0)
 
+    def _judging(self, seq: int, at: datetime) -> int:
+        if self._taken and seq > self._after[0]:
+            # the newest announcement whose after_seq is below seq
+            return self._taken_index[bisect_left(self._after, seq) - 1]
+        return self._index(at)
+
     def in_force(self, at: datetime) -> RegionDocument:
         """The newest version issued no later than `at` (the first one before it)."""
         return self._documents[self._index(at)]
@@ -194,15 +248,32 @@ class RegionHistory:
         verify a message stored at `at` with (its stale_region rule included)."""
         return self._tables[self._index(at)]
 
+    def judged_by(self, seq: int, at: datetime) -> RegionDocument:
+        """The version events message `seq` (stored at `at`) is judged by: the one the
+        aggregator announced for it, else the one in force at `at`."""
+        return self._documents[self._judging(seq, at)]
+
+    def keys_for(self, seq: int, at: datetime) -> KeyTable:
+        """The partner keys of `judged_by(seq, at)`: the KeyDirectory to verify it with."""
+        return self._tables[self._judging(seq, at)]
+
     def encode(self) -> bytes:
-        """The documents as JSON (to hand to a worker process); `decode` reads it back."""
+        """The documents (and announcements) as JSON (to hand to a worker process);
+        `decode` reads it back."""
+        if self._taken:
+            return msgspec.json.encode(_Encoded(list(self._documents), list(self._taken)))
         return msgspec.json.encode(list(self._documents))
 
     @classmethod
     def decode(cls, data: bytes) -> RegionHistory:
         """From `encode`, or from one document's JSON."""
-        decoded = _DOCUMENTS.decode(data)
-        return cls(decoded if isinstance(decoded, list) else [decoded])
+        try:
+            decoded = _DOCUMENTS.decode(data)
+        except msgspec.ValidationError:
+            return cls([_DOCUMENT.decode(data)])
+        if isinstance(decoded, _Encoded):
+            return cls(decoded.documents, decoded.taken)
+        return cls(decoded)
 
     def __repr__(self) -> str:
         versions = ", ".join(str(d.version) for d in self._documents)

@@ -8,10 +8,12 @@ a nats-server permission `hx.<region>.*.<partner>.>` is all a partner needs:
     hx.<region>.checkpoints.<partner>.log         signed log checkpoints (issue #6)
     hx.<region>.witness.<partner>                 the aggregator's cosignatures of them
     hx.<region>.aggregates.<indicator>            the aggregator's releases (issue #4)
+    hx.<region>.aggregates._region                the region versions the aggregator takes
     hx.<region>.quarantine.<reason>               messages the aggregator rejected, and why
 
 The witness subject has four tokens, so no partner pattern `hx.<region>.*.<partner>.>`
-matches it: only the aggregator publishes cosignatures.
+matches it: only the aggregator publishes cosignatures. `_region` (announcements.py) can
+never be an indicator's name: a token starts with a-z or 0-9.
 
 Streams (file storage, deny delete and purge): HX_<R>_EVENTS, _REFERRALS, _CHECKPOINTS (it
 holds the checkpoints and the cosignatures), _AGGREGATES, _QUARANTINE; KeyValue bucket
@@ -72,6 +74,23 @@ def all_witness(region: str) -> str:
 
 def aggregates(region: str, indicator: str) -> str:
     return f"{PREFIX}.{token(region)}.aggregates.{token(indicator)}"
+
+
+# Pinned: the last token of the aggregator's announcements of the region versions it takes
+# (federation/announcements.py), in the aggregates stream beside the statements. Not a
+# `token`: those start with a-z or 0-9, so no indicator can ever be named this.
+REGION_TAKEN = "_region"
+
+
+def region_taken(region: str) -> str:
+    """Where the aggregator announces each region version it takes (aggregates stream)."""
+    return f"{PREFIX}.{token(region)}.aggregates.{REGION_TAKEN}"
+
+
+def is_region_taken(subject: str) -> bool:
+    """An announcement's subject (any region), as opposed to a statement's."""
+    parts = subject.split(".")
+    return len(parts) == 4 and parts[0] == PREFIX and parts[2:] == ["aggregates", REGION_TAKEN]
 
 
 def own_subjects(region: str, partner: str) -> str:

@@ -79,7 +79,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     target = AggregatorPaths(args.into)
     if target.store.exists():
         raise AggregatorError(f"{target.store} exists: rebuild needs a fresh folder")
-    region = take_region(source, args.region)
+    take_region(source, args.region)
+    versions = source.region_versions()  # every version held: the announced ones chain on
     key = open_key(args.dir, passphrase(os.environ))
     target.root.mkdir(parents=True, exist_ok=True)
     store = IngestStore(target.store)
@@ -87,7 +88,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     async def run() -> Any:
         nc = await connect(_config(args))
         try:
-            return await rebuild(nc.jetstream(), region, store, key)
+            return await rebuild(nc.jetstream(), versions, store, key)
         finally:
             await nc.drain()
 

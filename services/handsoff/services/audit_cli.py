@@ -2,7 +2,10 @@
 
 `audit region` and `audit export` take the region's history: `--region` once per signed
 version (a file, or a directory of them), every version checked as a chain and each message
-judged by the version in force at its stream time (auditor/membership.py).
+judged by the version in force at its stream time (auditor/membership.py). Where the
+aggregator announces the versions it takes (the aggregates stream), `audit region` takes
+them from the stream, anchored in the `--region` files (at least the first version), and
+judges each message by the version the aggregator held when it ingested it.
 """
 
 from __future__ import annotations
@@ -77,12 +80,9 @@ def _workers(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_region(args: argparse.Namespace) -> int:
-    from handsoff.services.auditor.membership import check_history
     from handsoff.services.auditor.region import audit_region
-    from handsoff.services.auditor.report import Collector
 
-    found = Collector()
-    region = check_history(_versions(args.region), found)
+    versions = _versions(args.region)  # checked with the announced ones, and their anchor
     bar: list[Progress] = []
 
     def progress(done: int, total: int) -> None:
@@ -93,9 +93,7 @@ def cmd_region(args: argparse.Namespace) -> int:
     async def run() -> AuditReport:
         nc = await _connect(args)
         try:
-            return await audit_region(
-                nc.jetstream(), region, progress, found=found, workers=args.workers
-            )
+            return await audit_region(nc.jetstream(), versions, progress, workers=args.workers)
         finally:
             await nc.close()
 
@@ -169,8 +167,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         finally:
             await nc.close()
         bundle = new_bundle(signed_region, events, aggregates, checkpoints, versions)
+        taken = sum(subjects.is_region_taken(m.subject) for m in aggregates)
         _out(
-            f"bundled {len(events)} events, {len(aggregates)} statements, "
+            f"bundled {len(events)} events, {len(aggregates) - taken} statements, "
+            f"{taken} announcement(s) of region versions taken, "
             f"{len(checkpoints)} checkpoints of region {r}, "
             f"{len(bundle.history) + 1} region version(s)"
         )
@@ -205,10 +205,13 @@ def add_audit_commands(sub: Any) -> None:
             "region",
             help="replay the region's streams",
             description="Replays the region's streams from the start with public keys only. "
-            "Give every signed version of the region document (--region once per file, or a "
-            "directory of them): the versions are checked as a chain (each signed by enough "
-            "coordinators of the version before it) and each message is judged by the version "
-            "in force at its stream time. Given one version, every message is judged by it.",
+            "Give the signed versions of the region document you trust (--region once per "
+            "file, or a directory of them; at least the first): the versions the aggregator "
+            "announced on the aggregates stream are checked with them as a chain (each signed "
+            "by enough coordinators of the version before it), and each message is judged by "
+            "the version the aggregator announced for it. Without announcements (an older "
+            "aggregator), give every version: each message is judged by the version in force "
+            "at its stream time; given one version, every message is judged by it.",
         )
     )
     region.add_argument("--nats", required=True, help="the region's NATS URL")
@@ -217,7 +220,8 @@ def add_audit_commands(sub: Any) -> None:
         type=Path,
         action="append",
         required=True,
-        help="a signed region file or a directory of them; repeat for every version",
+        help="a signed region file or a directory of them (repeatable): the trust anchor, "
+        "and the versions the stream does not announce",
     )
     _workers(region)
     region.set_defaults(func=cmd_region)

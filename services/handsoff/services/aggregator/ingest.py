@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -377,6 +377,7 @@ class Ingest:
         fetch_timeout: float = 1.0,
         ack_wait: float = 30.0,
         replay: bool = False,
+        judge: Callable[[int, datetime], envelope.KeyDirectory] | None = None,
     ) -> None:
         self.region = region
         self.store = store
@@ -388,6 +389,10 @@ class Ingest:
         # nothing to ack, and the quarantine holds the live aggregator's rejects already.
         self.replay = replay
         self._keys = KeyTable(region)
+        # A rebuild judges each message (stream seq, time) by the version the aggregator
+        # announced for it (history.RegionHistory.keys_for); a live aggregator by `region`,
+        # the one version it holds.
+        self._judge = judge
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
@@ -449,9 +454,11 @@ class Ingest:
             stands_for = checkpoints.published_leaf(m.subject, m.headers, m.data)
             if stands_for is not None:
                 published.append(Published(seq, *stands_for))
+            at = m.metadata.timestamp
+            keys = self._keys if self._judge is None else self._judge(seq, at)
             try:
                 opened = envelope.open_message(
-                    self._keys, m.subject, m.headers, m.data, m.metadata.timestamp, shared.decode
+                    keys, m.subject, m.headers, m.data, at, shared.decode
                 )
             except EnvelopeRejected as e:
                 await self._reject(m, seq, e.reason, rejected, result)

@@ -8,9 +8,13 @@
 
 The folder holds `aggregator.key` (the signing key, argon2id + SecretBox), `region.json`
 (the region document held: a newer one is taken only under the acceptance rule),
-`regions/region-v<N>.json` (every version held, kept for audit exports: the auditor judges
-each message by the version in force when it was stored) and `aggregator.sqlite` (accepted
-envelopes, figures, position, releases, suppression memory).
+`regions/region-v<N>.json` (every version held, kept for audit exports) and
+`aggregator.sqlite` (accepted envelopes, figures, position, releases, suppression memory,
+the versions announced).
+
+A version is taken only at start, and announced then, before anything is ingested under it
+(announce.py: hx.<r>.aggregates._region, with the store's position and the signed file), so
+an auditor judges every message by the version this aggregator held when it ingested it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from handsoff.federation.region import (
     save_region,
 )
 from handsoff.keys import KdfStrength, NodeSecrets, SigningKey, read_key_file, write_key_file
+from handsoff.services.aggregator.announce import TakenBook, announce
 from handsoff.services.aggregator.disclosure import DEFAULT_K, SuppressionMemory
 from handsoff.services.aggregator.feed import ReleaseFeed
 from handsoff.services.aggregator.ingest import Ingest, IngestResult, IngestStore
@@ -133,6 +138,13 @@ def take_region(
 ) -> RegionDocument:
     """The region document held, after taking on `candidate_file` if it is newer. Every
     version held is also kept in `regions/`."""
+    return take_signed_region(paths, candidate_file, now).document
+
+
+def take_signed_region(
+    paths: AggregatorPaths, candidate_file: Path | None, now: datetime | None = None
+) -> SignedRegion:
+    """`take_region`, as the signed file held (what the aggregator announces)."""
     now = now or datetime.now(UTC)
     held_file = load_region(paths.region) if paths.region.exists() else None
     held = held_file.document if held_file is not None else None
@@ -141,13 +153,26 @@ def take_region(
     if candidate_file is not None:
         candidate = load_region(candidate_file)
         if held is None or candidate.document.version != held.version:
-            doc = accept(candidate, held=held, now=now)
+            accept(candidate, held=held, now=now)
             save_region(paths.region, candidate)
             _keep_version(paths, candidate)
-            return doc
-    if held is None:
+            return candidate
+    if held_file is None:
         raise AggregatorError(f"no region document held in {paths.root}: pass --region FILE")
-    return held
+    return held_file
+
+
+def held_file(paths: AggregatorPaths, document: RegionDocument) -> SignedRegion:
+    """The signed file of `document` in the folder (region.json, or regions/)."""
+    for path in (paths.region, paths.regions / f"region-v{document.version}.json"):
+        if path.exists():
+            signed = load_region(path)
+            if signed.document == document:
+                return signed
+    raise AggregatorError(
+        f"the signed file of region version {document.version} is not in {paths.root} "
+        "(take it on with --region FILE): the aggregator announces the file it holds"
+    )
 
 
 def _keep_version(paths: AggregatorPaths, signed: SignedRegion) -> None:
@@ -189,12 +214,19 @@ class Aggregator:
     feed: ReleaseFeed = field(default_factory=ReleaseFeed)
     clock: Callable[[], float] = time.monotonic
     counts: IngestResult = field(default_factory=IngestResult)
+    # The signed file of `region`, announced at start (None: read from the folder).
+    signed_region: SignedRegion | None = None
 
     def __post_init__(self) -> None:
         if self.region.aggregator.public_key != self.key.public_key:
             raise AggregatorError(
                 f"this folder's key {self.key.kid.hex()} is not the region's aggregator key"
             )
+        if self.signed_region is None:
+            self.signed_region = held_file(AggregatorPaths(self.config.dir), self.region)
+        elif self.signed_region.document != self.region:
+            raise AggregatorError("the signed region file is not of the region document held")
+        self.taken = TakenBook(self.store)
         js = self.nc.jetstream()
         self.js = js
         self.book = ReleaseBook(self.store)
@@ -231,13 +263,34 @@ class Aggregator:
                     "(handsoff region streams)"
                 ) from None
         await ensure_latest_bucket(self.js, self.region.region, self.config.replicas)
-        await self.ingest.start()
-        await self.witness.start()
-        await self._check_stream()
         latest = self.book.latest()
         if latest is not None:
             await self.feed.publish(latest.number, latest.statements, latest.signed)
+            # a release cut under the version held before goes out before the next
+            # version is announced
             await self._publish_pending()
+        await self.announce()
+        await self.ingest.start()
+        await self.witness.start()
+        await self._check_stream()
+
+    async def announce(self) -> None:
+        """Announces the version held unless done already (announce.py): before ingest."""
+        assert self.signed_region is not None
+        made = await announce(
+            self.js,
+            self.taken,
+            self.signed_region,
+            self.key,
+            self.store.position(),
+            self.witness.book.position(),
+            self.witness.book.undecided(),
+        )
+        if made is not None:
+            log.info(
+                "region version announced",
+                extra={"version": made.version, "after_seq": made.after_seq},
+            )
 
     async def stop(self) -> None:
         await self.ingest.stop()
@@ -392,7 +445,8 @@ async def serve(
     from handsoff.services.aggregator.metrics import AggregatorCollector
 
     paths = AggregatorPaths(config.dir)
-    region = take_region(paths, config.region_file)
+    signed_region = take_signed_region(paths, config.region_file)
+    region = signed_region.document
     key = open_key(config.dir, passphrase)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -402,7 +456,7 @@ async def serve(
     store = IngestStore(paths.store)
     nc = await connect(config)
     try:
-        aggregator = Aggregator(region, key, store, nc, config)
+        aggregator = Aggregator(region, key, store, nc, config, signed_region=signed_region)
         await aggregator.start()
         app = create_app(
             aggregator.feed, status=aggregator.status, metrics=AggregatorCollector(aggregator)

@@ -151,6 +151,11 @@ class WitnessBook:
             raise
         db.execute("COMMIT")
 
+    def undecided(self) -> list[int]:
+        """The stream sequences of the checkpoints taken and not decided yet."""
+        rows = self._db.execute("SELECT stream_seq FROM witness_inbox ORDER BY stream_seq")
+        return [int(seq) for (seq,) in rows]
+
     def inbox(self) -> list[_Held]:
         rows = self._db.execute(
             "SELECT stream_seq, subject, headers, data, at, events_high FROM witness_inbox "

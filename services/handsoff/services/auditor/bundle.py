@@ -12,7 +12,8 @@
                                                  (absent from bundles made before it)
       "exported_at": "<ISO time>",
       "events":      [message, ...]   HX_<R>_EVENTS, in stream order
-      "statements":  [message, ...]   HX_<R>_AGGREGATES
+      "statements":  [message, ...]   HX_<R>_AGGREGATES (statements, and the aggregator's
+                                      announcements of the region versions it took)
       "checkpoints": [message, ...]   HX_<R>_CHECKPOINTS
     }
     message = {"seq": n, "time": "<stream timestamp>", "subject": "...",
@@ -20,9 +21,10 @@
 
 The outer signature says who exported it and that it arrived intact; every check inside
 stands on the partners' and the aggregator's own signatures, so a bundle re-signed by a
-dishonest exporter is still caught by the region audit it contains. The region versions are
-checked as a chain (auditor/membership.py) and every message is judged against the version
-in force at its stream time, as `audit region` does.
+dishonest exporter is still caught by the region audit it contains. The region versions
+(the bundle's and those its announcements carry) are checked as a chain
+(auditor/membership.py) and every message is judged by the version the aggregator announced
+for it, or the version in force at its stream time, as `audit region` does.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import msgspec
 
 from handsoff.federation.region import RegionProblem, SignedRegion
 from handsoff.keys import BadSignature, SigningKey, key_id, verify_signature
-from handsoff.services.auditor.membership import check_history
 from handsoff.services.auditor.region import StreamMessage, audit_messages
 from handsoff.services.auditor.report import AuditReport, Collector
 
@@ -121,15 +122,15 @@ def audit_bundle(
             found.find(
                 BUNDLE, "bad_signature", "bundle", "the exporter's signature does not verify"
             )
-    history = check_history([*earlier, region], found, trusted=trusted_region)
     return audit_messages(
-        history,
+        [*earlier, region],
         _stream(bundle.events),
         _stream(bundle.statements),
         found=found,
         kind="bundle",
         workers=workers,
         checkpoints=_stream(bundle.checkpoints),
+        trusted=trusted_region,
     )
 
 

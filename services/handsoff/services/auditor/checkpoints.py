@@ -7,16 +7,21 @@ order, accepted or not). Then, per partner, in stream order, every checkpoint is
 good one (`check_checkpoint`: no rollback, consistent, the root of what the stream holds);
 one claiming more messages than the stream holds is `unpublished` (a checkpointed tail that
 has gone). Every cosignature must be the aggregator's and countersign a good checkpoint.
-Keys (partners' and the aggregator's) are those of the region version in force at each
-message's stream time.
+Keys (partners' and the aggregator's) are those of the region version the aggregator's
+witness decided the checkpoint under, as its announcements say (`judge`:
+announcements.Decided), else of the version in force at each message's stream time; a
+cosignature is verified with the aggregator key of the version its checkpoint was judged by.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from handsoff.federation.checkpoints import (
     Checkpoint,
@@ -25,6 +30,7 @@ from handsoff.federation.checkpoints import (
     check_checkpoint,
     open_checkpoint,
     open_cosignature,
+    read_cosignature,
 )
 from handsoff.federation.history import RegionHistory
 from handsoff.federation.region import RegionDocument
@@ -47,11 +53,14 @@ def audit_checkpoints(
     published: Mapping[str, list[bytes]],
     messages: Iterable[StreamMessage],
     found: Collector,
+    judge: Callable[[int, datetime], RegionDocument] | None = None,
 ) -> None:
-    """`published`: each partner's leaf hashes, message 1 first (no holes)."""
+    """`published`: each partner's leaf hashes, message 1 first (no holes). `judge`: the
+    version a checkpoint (stream seq, time) was decided under (default: in force then)."""
     history = RegionHistory.of(region)
+    decided = judge or (lambda _, at: history.in_force(at))
     good: dict[str, Witnessed] = {}
-    valid: set[tuple[str, int, str]] = set()
+    valid: dict[tuple[str, int, str], RegionDocument] = {}  # -> the version judged by
     cosignatures: list[StreamMessage] = []
     roots: dict[tuple[str, int], bytes] = {}
 
@@ -67,8 +76,9 @@ def audit_checkpoints(
             continue
         found.count(CHECKPOINTS)
         where = f"checkpoints seq {m.seq}"
+        doc = decided(m.seq, m.time)
         try:
-            c: Checkpoint = open_checkpoint(m.data, history.in_force(m.time), m.time, m.subject)
+            c: Checkpoint = open_checkpoint(m.data, doc, m.time, m.subject)
             where = f"checkpoint {c.partner} size {c.size} (seq {m.seq})"
             held = len(published.get(c.partner, []))
             if c.size > held:
@@ -81,13 +91,18 @@ def audit_checkpoints(
             found.find(CHECKPOINTS, e.reason, where, e.detail)
             continue
         good[c.partner] = Witnessed(c.size, c.root_bytes)
-        valid.add((c.partner, c.size, c.root))
+        valid.setdefault((c.partner, c.size, c.root), doc)
         by_partner[c.partner] += 1
     for m in cosignatures:
         found.count(COSIGNATURES)
         where = f"cosignature seq {m.seq}"
+        try:  # the key of the version its checkpoint was decided under
+            claimed = read_cosignature(m.data)
+            judged_by = valid.get((claimed.partner, claimed.size, claimed.root))
+        except msgspec.DecodeError:
+            judged_by = None
         try:
-            s = open_cosignature(m.data, history.in_force(m.time))
+            s = open_cosignature(m.data, judged_by or history.in_force(m.time))
         except CheckpointRejected as e:
             found.find(COSIGNATURES, e.reason, where, e.detail)
             continue

@@ -48,10 +48,12 @@ def examine(
     headers: Mapping[str, str] | None,
     data: bytes,
     at: datetime,
+    seq: int = 0,
 ) -> Examined:
-    """`keys`: a RegionHistory judges the message by the version in force at `at`."""
+    """`keys`: a RegionHistory judges the message (events stream sequence `seq`, stored at
+    `at`) by the version the aggregator announced for it, else the one in force at `at`."""
     if isinstance(keys, RegionHistory):
-        keys = keys.keys_at(at)
+        keys = keys.keys_for(seq, at)
     try:
         checked = envelope.check_envelope(keys, subject, headers, data, at)
     except EnvelopeRejected as e:
@@ -65,7 +67,8 @@ def examine(
 
 # --- the worker side of parallel.py ---------------------------------------------------------
 
-Message = tuple[str, dict[str, str], bytes, datetime]  # subject, headers, data, stream time
+# subject, headers, data, stream time, stream sequence
+Message = tuple[str, dict[str, str], bytes, datetime, int]
 
 
 def serve(connection: object, region_json: bytes) -> None:
@@ -84,5 +87,5 @@ def serve(connection: object, region_json: bytes) -> None:
             return
         if not raw:
             return
-        found = [examine(keys, s, h, d, at) for s, h, d, at in messages.decode(raw)]
+        found = [examine(keys, s, h, d, at, seq) for s, h, d, at, seq in messages.decode(raw)]
         connection.send_bytes(encode(found))

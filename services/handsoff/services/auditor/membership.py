@@ -1,15 +1,18 @@
 """The `membership` check of a region audit: the versions of the region document, and how
 the region's messages used them.
 
-- `check_history`: every version given (`--region` files, a bundle's history) checked as a
-  chain (federation/history.py: each version signed by enough coordinators of the version
-  before it, issued after it, one document per version number); findings name the version.
-  The versions that pass are the history the messages are judged by, each against the
-  version in force at its stream time. Versions the auditor holds itself (`trusted`, for a
-  bundle) anchor the chain: its first version must carry the threshold of signatures by
-  coordinators listed in them (region.accept's bootstrap rule), and each must be in the
-  chain byte for byte. Signatures only vouch forward (each version for the next), so
-  matching a trusted version alone would not vouch for forged versions before it.
+- `check_history`: every version given (`--region` files, a bundle's history, the documents
+  the aggregator's announcements carry) checked as a chain (federation/history.py: each
+  version signed by enough coordinators of the version before it, issued after it, one
+  document per version number); findings name the version. The versions that pass are the
+  history the messages are judged by: each against the version the aggregator announced
+  for its sequence number (announcements.py), or the version in force at its stream time.
+  Versions the auditor holds itself (`trusted`: a bundle's auditor's files, or the
+  `--region` files once the stream carries announcements) anchor the chain: its first
+  version must carry the threshold of signatures by coordinators listed in them
+  (region.accept's bootstrap rule), and each must be in the chain byte for byte. Signatures
+  only vouch forward (each version for the next), so matching a trusted version alone
+  would not vouch for forged versions before it.
 - `VersionUse`, fed every event while the stream is replayed and every release: a version a
   sender names (`Hx-Region`) or a release was cut under (its statements' `region_version`)
   that is not among the versions audited (`unknown_version`, a warning: the history given is
@@ -101,8 +104,8 @@ class VersionUse:
             else {}
         )
 
-    def note(self, headers: Mapping[str, str] | None, at: datetime) -> None:
-        """One event of the stream, with its stream time."""
+    def note(self, headers: Mapping[str, str] | None, at: datetime, seq: int = 0) -> None:
+        """One event of the stream, with its stream time and sequence number."""
         if not headers:
             return
         self._named[headers.get(REGION_VERSION, "")] += 1
@@ -112,7 +115,7 @@ class VersionUse:
         revoked_at = self._revoked.get((partner, headers.get(KID, "")))
         if revoked_at is None or at < revoked_at:
             return
-        doc = self._history.in_force(at)
+        doc = self._history.judged_by(seq, at)
         if doc is self._history.latest:
             return
         try:
@@ -137,9 +140,14 @@ class VersionUse:
                 continue
             uses = []
             if named[version]:
+                judged = (
+                    "the version the aggregator announced for it, or before the first "
+                    "announcement the version in force at its stream time"
+                    if self._history.taken
+                    else "the version in force at its stream time"
+                )
                 uses.append(
-                    f"{named[version]} message(s) were sent under it (each judged by the "
-                    "version in force at its stream time)"
+                    f"{named[version]} message(s) were sent under it (each judged by {judged})"
                 )
             if version in self._releases:
                 numbers = ", ".join(map(str, sorted(self._releases[version])))

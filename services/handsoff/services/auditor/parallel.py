@@ -43,7 +43,8 @@ class ParallelVerifier:
     """
 
     def __init__(self, region: RegionDocument | RegionHistory, workers: int | None = None) -> None:
-        self.region = RegionHistory.of(region)  # each message judged by the version in force
+        # each message judged by the version announced for it, or the one in force
+        self.region = RegionHistory.of(region)
         self.workers = workers or os.cpu_count() or 1
         self._pipes: list[Connection] = []
         self._processes: list[BaseProcess] = []
@@ -106,7 +107,7 @@ class ParallelVerifier:
             yield from zip(chunk, self._receive(worker), strict=True)
 
     def _send(self, worker: int, chunk: list[StreamMessage]) -> None:
-        items = [(m.subject, m.headers, m.data, m.time) for m in chunk]
+        items = [(m.subject, m.headers, m.data, m.time, m.seq) for m in chunk]
         self._pipes[worker].send_bytes(self._encode(items))
         self._queued.append((chunk, worker))
 

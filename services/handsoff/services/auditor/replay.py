@@ -73,8 +73,9 @@ class EventReplay:
     tree: MerkleTree = field(default_factory=MerkleTree)
     position: int = 0
     as_of: datetime | None = None
-    # every version of the region document: each message judged by the one in force at its
-    # stream time, each release recomputed with the one it names (None: `region` alone)
+    # every version of the region document: each message judged by the one the aggregator
+    # announced for its sequence number, else the one in force at its stream time; each
+    # release recomputed with the one it names (None: `region` alone)
     history: RegionHistory | None = None
 
     def __post_init__(self) -> None:
@@ -100,7 +101,7 @@ class EventReplay:
         self._check_sequence(seq, at)
         self.position, self.as_of = seq, at
         if examined is None:
-            examined = examine(self._keys, subject, headers, data, at)
+            examined = examine(self._keys, subject, headers, data, at, seq)
         leaf = examined.leaf
         if leaf is not None:
             self._published[examined.partner].setdefault(examined.number, leaf)
