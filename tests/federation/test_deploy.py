@@ -48,7 +48,13 @@ from handsoff.federation.region import (
 from handsoff.federation.shared import decode
 from handsoff.keys import SigningKey
 from handsoff.services.cli import main
-from handsoff.services.deploy_gen import HUB_DOMAIN, hub_sources, leaf_mappings, leaf_user
+from handsoff.services.deploy_gen import (
+    HUB_DOMAIN,
+    LEAF_TLS_DIR,
+    hub_sources,
+    leaf_mappings,
+    leaf_user,
+)
 from handsoff.services.natsserver import EmbeddedNats, free_port
 from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, join_region
@@ -440,6 +446,12 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     leaf = (DEPLOY / "systemd" / "handsoff-nats.service").read_text()
     assert "-c %d/nats.conf" in leaf
     assert "StateDirectory=handsoff-nats" in leaf  # matches deploy's --leaf-store-dir default
+    # TLS files, commented out: where `region deploy` points a leaf by default (%d)
+    assert str(LEAF_TLS_DIR) == "/run/credentials/handsoff-nats.service"
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        assert f"#LoadCredential={name}:/etc/handsoff/tls/{name}\n" in leaf
+    aggregator = (DEPLOY / "systemd" / "handsoff-aggregator.service").read_text()
+    assert "$HANDSOFF_NATS_TLS" in aggregator  # --nats-ca ... from aggregator.env, or nothing
 
 
 # ---------------------------------------------------------------------------------------

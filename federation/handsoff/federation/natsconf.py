@@ -26,6 +26,10 @@ cosignatures of checkpoints (`hx.<region>.witness.<partner>`), and
 may not delete, purge or reconfigure the region's streams nor touch partners' consumers. The
 `operator` user may do anything (it creates the streams): an ops credential, keep it offline.
 Streams deny message deletion and purging; nothing but the operator can remove them.
+
+With `ServerTls`, the client port speaks TLS from the first byte and a cluster's routes
+authenticate each other with the region's CA (`RemoteTls`: a leaf's way to the hub,
+services/deploy_gen.py); without it the configuration is exactly what it was before TLS.
 """
 
 from __future__ import annotations
@@ -242,6 +246,80 @@ class Cluster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     routes: list[str] = []  # "host:port" of the other servers' cluster ports
 
 
+class ServerTls(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """TLS of a server's listeners: files as the server reads them (absolute paths).
+
+    The client port then speaks TLS from the first byte (`handshake_first`): a client that
+    waits for the server's greeting before starting TLS could be talked into sending its
+    password in clear by anyone in the middle (nats-py does exactly that), so only clients
+    that start with TLS are served (handsoff's own do; the `nats` CLI needs `--tlsfirst`).
+    With `ca_file`, the servers of a cluster and the hub and its leaf nodes authenticate
+    each other with certificates the CA signed (mutual TLS), besides their passwords.
+    """
+
+    cert_file: str  # this server's certificate (chain), PEM
+    key_file: str  # its private key, PEM (readable by the server only)
+    ca_file: str | None = None  # the region's CA, PEM: checks other servers, leaves, clients
+    verify: bool = False  # clients too must present a certificate the CA signed
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0  # seconds for the handshake
+
+
+class RemoteTls(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """TLS of a leaf node's connection to the hub: files as the leaf's server reads them."""
+
+    ca_file: str | None = None  # the CA of the hub's certificate (None: the system's CAs)
+    cert_file: str | None = None  # the leaf's certificate, for a hub that checks leaves
+    key_file: str | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+
+
+def _tls_files(what: str, **files: str | None) -> list[str]:
+    lines = []
+    for name, value in files.items():
+        if value is None:
+            continue
+        if not Path(value).is_absolute():
+            raise NatsConfigError(f"{what}: {value!r} is not an absolute path")
+        lines.append(f"{name}: {_q(value)}")
+    return lines
+
+
+def _tls_block(lines: list[str], indent: str) -> str:
+    inner = "".join(f"{indent}  {line}\n" for line in lines)
+    return f"{indent}tls {{\n{inner}{indent}}}\n"
+
+
+def _timeout(seconds: float) -> str:
+    if not 0 < seconds <= 60:
+        raise NatsConfigError(f"TLS timeout {seconds!r}: between 0 and 60 seconds")
+    return f"timeout: {seconds:g}"
+
+
+def server_tls_block(
+    tls: ServerTls, *, verify: bool, handshake_first: bool = False, indent: str = ""
+) -> str:
+    """A `tls { ... }` block of a listener: client port, cluster routes or leaf nodes."""
+    if verify and tls.ca_file is None:
+        raise NatsConfigError(
+            "checking the other side's certificate needs the CA that signs them (--tls-ca)"
+        )
+    lines = _tls_files("TLS", cert_file=tls.cert_file, key_file=tls.key_file, ca_file=tls.ca_file)
+    lines += [f"verify: {'true' if verify else 'false'}", _timeout(tls.timeout)]
+    if handshake_first:
+        lines.append("handshake_first: true")
+    return _tls_block(lines, indent)
+
+
+def remote_tls_block(tls: RemoteTls, indent: str) -> str:
+    """The `tls { ... }` block of a leaf node's remote (the connection to the hub)."""
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise NatsConfigError("a leaf's certificate needs its key, and the key its certificate")
+    lines = _tls_files(
+        "leaf TLS", ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file
+    )
+    return _tls_block([*lines, _timeout(tls.timeout)], indent)
+
+
 _ROUTE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
 
 
@@ -288,8 +366,11 @@ def nats_config(
     port: int = 4222,
     store_dir: Path,
     cluster: Cluster | None = None,
+    tls: ServerTls | None = None,
 ) -> str:
-    """The nats-server configuration for `doc` (it holds passwords: keep it mode 0600)."""
+    """The nats-server configuration for `doc` (it holds passwords: keep it mode 0600).
+
+    With `tls`, the client port and the cluster routes need TLS (see `ServerTls`)."""
     if credentials.region != doc.region:
         raise NatsConfigError(
             f"the credentials are for region {credentials.region}, not {doc.region}"
@@ -304,6 +385,10 @@ def nats_config(
     lines += [
         f"host: {_q(host)}",
         f"port: {_port(port)}",
+    ]
+    if tls is not None:
+        lines.append(server_tls_block(tls, verify=tls.verify, handshake_first=True).rstrip("\n"))
+    lines += [
         "jetstream {",
         f"  store_dir: {_q(str(Path(store_dir).absolute()))}",
         "  sync_interval: always",
@@ -326,21 +411,32 @@ def nats_config(
     users.append(_user(OPERATOR_USER, credentials.password(OPERATOR_USER), [">"], [">"], []))
     text = "\n".join(lines) + "\n" + "".join(users) + "    ]\n  }\n}\n"
     if cluster is not None:
-        text += _cluster(cluster, credentials.route)
+        text += _cluster(cluster, credentials.route, tls)
     return text
 
 
-def _cluster(cluster: Cluster, password: str) -> str:
+def _cluster(cluster: Cluster, password: str, tls: ServerTls | None = None) -> str:
     for route in cluster.routes:
         if not _ROUTE.match(route):
             raise NatsConfigError(f"cluster route {route!r} is not host:port")
     routes = [f"nats-route://{ROUTE_USER}:{password}@{r}" for r in cluster.routes]
+    secured = ""
+    if tls is not None:
+        if tls.ca_file is None:
+            raise NatsConfigError(
+                "TLS between the servers of a cluster needs the region's CA (--tls-ca): "
+                "nats-server always checks the other server's certificate on a route"
+            )
+        # Clients are given every server's address; the addresses servers would advertise
+        # (container or private ones) are not the names their certificates carry.
+        secured = "  no_advertise: true\n" + server_tls_block(tls, verify=True, indent="  ")
     return (
         "cluster {\n"
         f"  name: {_q(cluster.name)}\n"
         f"  host: {_q(cluster.host)}\n"
         f"  port: {_port(cluster.port)}\n"
         f"  authorization {{ user: {_q(ROUTE_USER)}, password: {_q(password)} }}\n"
+        f"{secured}"
         f"  routes: {_list(routes)}\n"
         "}\n"
     )

@@ -20,6 +20,7 @@ from handsoff.services.aggregator.service import (
 )
 from handsoff.services.cli import EXIT_BROKEN, KDF_OPTION, passphrase
 from handsoff.services.logs import add_log_options, configure_logging
+from handsoff.services.natsclient import add_tls_options, tls_from_args
 
 
 def _out(line: str = "") -> None:
@@ -42,6 +43,7 @@ def _config(args: argparse.Namespace) -> AggregatorConfig:
         region_file=args.region,
         nats_user=args.user,
         nats_password=_password(args.password_file),
+        nats_tls=tls_from_args(args),
         k=args.k,
         release_interval=args.interval,
         replicas=getattr(args, "replicas", 1),  # serve only
@@ -142,6 +144,7 @@ def _with_nats(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--interval", type=float, default=60.0, help="seconds between releases (default 60)"
     )
+    add_tls_options(p)
     return p
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from handsoff.services.auditor.report import AuditReport, summary, to_html
 from handsoff.services.cli import EXIT_BROKEN, passphrase
+from handsoff.services.natsclient import add_tls_options, connect, tls_from_args
 from handsoff.services.progress import Progress
 
 
@@ -39,11 +40,13 @@ def _finish(report: AuditReport, args: argparse.Namespace) -> int:
 
 
 async def _connect(args: argparse.Namespace) -> Any:
-    import nats
-
     password = args.password_file.read_text().strip() if args.password_file else None
-    return await nats.connect(
-        args.nats, user=args.user if password else None, password=password, name="handsoff-audit"
+    return await connect(
+        args.nats,
+        tls_from_args(args),
+        user=args.user if password else None,
+        password=password,
+        name="handsoff-audit",
     )
 
 
@@ -193,6 +196,7 @@ def _reports(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--html", type=Path, help="write the HTML report here")
     p.add_argument("--user", default="operator", help="NATS user (default operator)")
     p.add_argument("--password-file", type=Path, help="file holding the NATS password")
+    add_tls_options(p)
     return p
 
 

@@ -24,6 +24,7 @@ from handsoff.keys import (
 )
 from handsoff.services.errors import ServiceError
 from handsoff.services.logs import add_log_options
+from handsoff.services.natsclient import add_tls_options, ssl_context, tls_enabled, tls_from_args
 from handsoff.services.node.admin import Role
 from handsoff.services.node.config import NodeConfig, NodePaths, PostgresSettings, load_config
 from handsoff.services.node.node import Node, exclusive
@@ -106,11 +107,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         node = Node.open(args.dir, secret)
         try:
             link = None
-            if node.config.federation is not None:
+            settings = node.config.federation
+            if settings is not None:
                 from handsoff.services.node.link import NodeLink
 
-                link = NodeLink(node, node.config.federation)
-                _out(f"relaying consented events to {node.config.federation.nats_url}")
+                link = NodeLink(node, settings)
+                secure = settings.nats_tls is not None or "tls://" in settings.nats_url
+                tls = " over TLS" if secure else ""
+                _out(f"relaying consented events to {settings.nats_url}{tls}")
             app = create_app(node, link)
             app.state.passphrase = secret
             host = args.host or node.config.host
@@ -138,9 +142,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
+    from handsoff.federation.natsconf import server_urls
     from handsoff.services.node.config import FederationSettings, save_config
     from handsoff.services.node.link import join_region
 
+    tls = tls_from_args(args)
+    if tls is not None:
+        ssl_context(tls)  # the files are there and usable, or say so now
     node = Node.open(args.dir, passphrase(os.environ))
     try:
         doc = join_region(node, args.region)
@@ -150,13 +158,15 @@ def cmd_join(args: argparse.Namespace) -> int:
             nats_password_file=str(args.password_file.resolve()) if args.password_file else None,
             publish_interval=args.publish_interval,
             checkpoint_interval=args.checkpoint_interval,
+            nats_tls=tls,
         )
         save_config(node.paths, msgspec.structs.replace(node.config, federation=settings))
     finally:
         node.close()
+    secure = " over TLS" if tls_enabled(server_urls(args.nats), tls) else ""
     _out(
-        f"joined region {doc.region} (version {doc.version}); relaying to {args.nats} "
-        "when the node serves"
+        f"joined region {doc.region} (version {doc.version}); relaying to {args.nats}"
+        f"{secure} when the node serves"
     )
     return 0
 
@@ -384,6 +394,7 @@ def _add_node_commands(ns: Any) -> None:
         default=600.0,
         help="seconds between signed checkpoints of what was published (default 600)",
     )
+    add_tls_options(join)
     join.set_defaults(func=cmd_join)
 
     checkpoint = with_dir(

@@ -15,6 +15,10 @@ What it makes, all from the region document and its NATS credentials:
   compose file (deploy/compose.yaml) mounts as secrets;
 - `region.json`: the signed region document the files were made from.
 
+With TLS (`HubLayout.tls`, docs/operations.md section 8) every hub server's client port,
+routes and leaf port need TLS, the routes and (with the region's CA) the leaves mutual, and
+each leaf's remote reaches the hub over TLS (`DeployRequest.leaf_tls`, `leaf_remote_tls`).
+
 The leaf arrangement (checked end to end in tests/federation/test_deploy.py):
 
     node --publish--> leaf nats-server: HX_<R>_EVENTS / _REFERRALS / _CHECKPOINTS, each
@@ -60,12 +64,16 @@ from handsoff.federation.natsconf import (
     Cluster,
     Credentials,
     NatsConfigError,
+    RemoteTls,
+    ServerTls,
     _list,
     _port,
     _q,
     generate_credentials,
     nats_config,
     partner_permissions,
+    remote_tls_block,
+    server_tls_block,
     stream_configs,
 )
 from handsoff.federation.region import RegionDocument, SignedRegion, _atomic_write, save_region
@@ -76,6 +84,9 @@ CLUSTER_PORT: Final = 6222
 LEAF_PORT: Final = 7422
 MONITOR_PORT: Final = 8222
 COMPOSE_NODES: Final = ("node-a", "node-b")  # the partner nodes of deploy/compose.yaml
+# Where a leaf's server finds its TLS files by default: the credentials directory (%d) of
+# deploy/systemd/handsoff-nats.service, which loads them from /etc/handsoff/tls/.
+LEAF_TLS_DIR: Final = Path("/run/credentials/handsoff-nats.service")
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
 
@@ -344,6 +355,7 @@ class HubLayout:
     monitor_port: int = MONITOR_PORT  # 0: no monitoring endpoint
     store_dir: Path = Path("/data/jetstream")
     cluster_name: str | None = None  # default: the region id
+    tls: ServerTls | None = None  # client, cluster and leaf ports (files as servers see them)
 
 
 def numbered_hosts(servers: int) -> tuple[str, ...]:
@@ -414,6 +426,7 @@ def hub_config(
         port=layout.client_port,
         store_dir=layout.store_dir,
         cluster=cluster,
+        tls=layout.tls,
     )
     text = text.replace("`handsoff region nats-config`", "`handsoff region deploy`", 1)
     if cluster is None:
@@ -432,9 +445,13 @@ def hub_config(
             f"  host: {_q(layout.listen_host)}",
             f"  port: {_port(layout.leaf_port)}",
             "  no_advertise: true",
-            "}\n",
         ]
     )
+    if layout.tls is not None:
+        # with the region's CA, leaves must show a certificate it signed (mutual TLS)
+        verify = layout.tls.ca_file is not None
+        text += "\n" + server_tls_block(layout.tls, verify=verify, indent="  ").rstrip("\n")
+    text += "\n}\n"
     if layout.monitor_port:
         text += f"http: {_q(f'{layout.monitor_host}:{_port(layout.monitor_port)}')}\n"
     return text
@@ -450,9 +467,11 @@ def leaf_config(
     port: int = CLIENT_PORT,
     store_dir: Path = Path("/var/lib/handsoff-nats/jetstream"),
     monitor_port: int = MONITOR_PORT,
+    tls: RemoteTls | None = None,
 ) -> str:
     """The configuration of a partner's own nats-server, a leaf node of the hub servers
-    `hub` ("host" or "host:port" of their leaf ports). Holds passwords: mode 0600."""
+    `hub` ("host" or "host:port" of their leaf ports). Holds passwords: mode 0600.
+    With `tls`, it reaches the hub over TLS (needed when the hub's leaf port has it)."""
     _check_leaves(doc, [partner])
     if not hub:
         raise DeployError("a leaf node needs the hub's leaf address (--leaf-remote)")
@@ -506,6 +525,10 @@ def leaf_config(
         "      # the node's messages reach the hub only through the hub's sourcing",
         f"      deny_exports: {_list([f'{subjects.PREFIX}.>'])}",
         f"      deny_imports: {_list([f'{subjects.PREFIX}.>'])}",
+    ]
+    if tls is not None:
+        tail.append(remote_tls_block(tls, " " * 6).rstrip("\n"))
+    tail += [
         "    }",
         "  ]",
         "}",
@@ -528,6 +551,25 @@ class DeployRequest:
     leaf_client_port: int = CLIENT_PORT  # where a leaf listens (127.0.0.1) for its node
     leaf_monitor_port: int = MONITOR_PORT
     compose_nodes: tuple[str, ...] = ()  # partners of node-a, node-b in deploy/compose.yaml
+    leaf_tls: RemoteTls | None = None  # how leaves reach a hub with TLS (`leaf_remote_tls`)
+
+
+def leaf_remote_tls(
+    hub: ServerTls,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> RemoteTls:
+    """How the leaves reach a hub whose leaf port has TLS `hub`: files on the partners'
+    machines. A hub with the region's CA checks the leaves' certificates, so each leaf then
+    needs the CA, a certificate and its key: by default those `LEAF_TLS_DIR` holds
+    (`ca.pem`, `cert.pem`, `key.pem`). A hub without it (a certificate from a public CA)
+    needs neither."""
+    if hub.ca_file is not None:
+        ca_file = ca_file or str(LEAF_TLS_DIR / "ca.pem")
+        cert_file = cert_file or str(LEAF_TLS_DIR / "cert.pem")
+        key_file = key_file or str(LEAF_TLS_DIR / "key.pem")
+    return RemoteTls(ca_file=ca_file, cert_file=cert_file, key_file=key_file, timeout=hub.timeout)
 
 
 def _write(path: Path, data: bytes, mode: int) -> Path:
@@ -552,6 +594,18 @@ def write_deployment(
         raise DeployError(f"the compose file has {len(COMPOSE_NODES)} partner nodes")
     for partner_id in request.compose_nodes:
         doc.partner(partner_id)
+    hub_tls = request.layout.tls
+    if leaves and (hub_tls is None) != (request.leaf_tls is None):
+        raise DeployError(
+            "leaf nodes and the hub's leaf port must agree on TLS: "
+            + ("the hub has none" if hub_tls is None else "the hub's leaf port needs TLS")
+        )
+    if leaves and hub_tls is not None and hub_tls.ca_file is not None:
+        assert request.leaf_tls is not None
+        if request.leaf_tls.cert_file is None:
+            raise DeployError(
+                "the hub checks its leaves' certificates (--tls-ca): each leaf needs one"
+            )
     written: list[Path] = []
     for i in range(len(request.layout.hosts)):
         text = hub_config(doc, credentials, request.layout, i, leaves)
@@ -572,6 +626,7 @@ def write_deployment(
             port=request.leaf_client_port,
             store_dir=request.leaf_store_dir,
             monitor_port=request.leaf_monitor_port,
+            tls=request.leaf_tls,
         )
         written.append(_write(out / "partners" / p / "nats-leaf.conf", text.encode(), 0o600))
     compose = {"aggregator": AGGREGATOR_USER} | dict(

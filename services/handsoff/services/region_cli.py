@@ -24,6 +24,7 @@ import msgspec
 
 from handsoff.federation.natsconf import (
     OPERATOR_USER,
+    ServerTls,
     generate_credentials,
     load_credentials,
     nats_config,
@@ -54,15 +55,19 @@ from handsoff.services.cli import CliError
 from handsoff.services.deploy_gen import (
     CLIENT_PORT,
     LEAF_PORT,
+    LEAF_TLS_DIR,
     MONITOR_PORT,
     DeployRequest,
     HubLayout,
     deploy_credentials,
     ensure_hub_streams,
     ensure_leaf_streams,
+    leaf_remote_tls,
     numbered_hosts,
     write_deployment,
 )
+from handsoff.services.natsclient import NatsTlsError, add_tls_options, tls_from_args
+from handsoff.services.natsclient import connect as connect_nats
 
 CONFIG_FILE = "nats-server.conf"
 CREDENTIALS_FILE = "credentials.json"
@@ -375,7 +380,10 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     credentials_path = out / CREDENTIALS_FILE
     previous = load_credentials(credentials_path) if credentials_path.exists() else None
     credentials = generate_credentials(doc, previous)
-    text = nats_config(doc, credentials, host=args.host, port=args.port, store_dir=store_dir)
+    tls = _server_tls(args)
+    text = nats_config(
+        doc, credentials, host=args.host, port=args.port, store_dir=store_dir, tls=tls
+    )
     save_credentials(credentials_path, credentials)
     config_path = out / CONFIG_FILE
     try:
@@ -385,12 +393,44 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     _out(
         f"wrote {config_path} for region {doc.region} version {doc.version} "
         f"({len(doc.partners)} partner(s)) and {credentials_path} (mode 0600)"
+        + ("" if tls is None else ", with TLS" + (" (mutual)" if tls.verify else ""))
     )
     _note(
         "give each partner only its own password; keep the operator password offline "
-        f"(`handsoff region streams --credentials {credentials_path}` creates the streams)"
+        f"(`handsoff region streams --credentials {credentials_path}{_tls_hint(tls)}` "
+        "creates the streams)"
     )
     return 0
+
+
+def _tls_hint(tls: ServerTls | None) -> str:
+    """What a client of these servers adds to its command line."""
+    if tls is None:
+        return ""
+    hint = f" --nats-ca {tls.ca_file}" if tls.ca_file else " (tls:// URLs)"
+    return hint + (" --nats-cert ... --nats-key ..." if tls.verify else "")
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """The --tls-* flags (`with_server_tls`) as settings, or None for no TLS."""
+    cert, key, ca = args.tls_cert, args.tls_key, args.tls_ca
+    if cert is None and key is None:
+        if ca is not None or args.tls_verify:
+            raise CliError("--tls-ca and --tls-verify need --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise CliError("--tls-cert and --tls-key go together")
+    if args.tls_verify and ca is None:
+        raise CliError("--tls-verify needs --tls-ca: the CA that signs the clients' certificates")
+    if args.tls_timeout <= 0 or args.tls_timeout > 60:
+        raise CliError("--tls-timeout: between 0 and 60 seconds")
+    return ServerTls(
+        cert_file=str(cert.absolute()),
+        key_file=str(key.absolute()),
+        ca_file=str(ca.absolute()) if ca is not None else None,
+        verify=args.tls_verify,
+        timeout=args.tls_timeout,
+    )
 
 
 def _accepted(args: argparse.Namespace) -> tuple[SignedRegion, RegionDocument]:
@@ -409,6 +449,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CliError(f"cannot create {out}: {e.strerror or e}") from None
     hosts = tuple(args.hub_host) or numbered_hosts(args.servers)
+    tls = _server_tls(args)
+    leaf_files = (args.leaf_tls_ca, args.leaf_tls_cert, args.leaf_tls_key)
+    if tls is None and any(f is not None for f in leaf_files):
+        raise CliError("--leaf-tls-* need TLS on the hub (--tls-cert, --tls-key)")
     layout = HubLayout(
         hosts=hosts,
         listen_host=args.listen_host,
@@ -416,6 +460,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         leaf_port=args.leaf_port,
         monitor_port=args.monitor_port,
         store_dir=args.store_dir,
+        tls=tls,
     )
     request = DeployRequest(
         layout=layout,
@@ -425,6 +470,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         leaf_client_port=args.leaf_client_port,
         leaf_monitor_port=args.leaf_monitor_port,
         compose_nodes=tuple(args.compose_node),
+        leaf_tls=None if tls is None else leaf_remote_tls(tls, *leaf_files),
     )
     credentials_path: Path = args.credentials or out / CREDENTIALS_FILE
     previous = load_credentials(credentials_path) if credentials_path.exists() else None
@@ -434,13 +480,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     _out(
         f"region {doc.region} version {doc.version}: {len(hosts)} hub server(s), "
         f"{len(doc.partners)} partner(s), {len(request.leaves)} behind a leaf node"
+        + ("" if tls is None else ", TLS" + (" (mutual)" if tls.ca_file else ""))
     )
     for path in written:
         _out(f"  {path}")
     _out(f"  {credentials_path} (every password; keep it with the region's operator)")
     _note(
         "hand each partner only its own partners/<id>/ folder; then "
-        f"`handsoff region streams --credentials {credentials_path} --url ... "
+        f"`handsoff region streams --credentials {credentials_path} --url ...{_tls_hint(tls)} "
         f"--replicas {min(len(hosts), 3)}"
         + "".join(f" --leaf {p}" for p in request.leaves)
         + "` creates the streams"
@@ -508,8 +555,9 @@ def cmd_streams(args: argparse.Namespace) -> int:
     async def run() -> list[str]:
         # nats-py 2.16: max_reconnect_attempts=0 retries forever and allow_reconnect=False
         # leaks the socket on an authorization error; one quick retry it is.
-        nc = await nats.connect(
+        nc = await connect_nats(
             args.url,
+            tls_from_args(args),
             user=OPERATOR_USER,
             password=credentials.password(OPERATOR_USER),
             error_cb=on_error,
@@ -532,6 +580,8 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
     try:
         lines = asyncio.run(run())
+    except NatsTlsError as e:
+        raise CliError(f"cannot set up the streams at {args.url}: {e}") from None
     except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as e:
         cause = errors[-1] if errors else str(e) or type(e).__name__
         raise CliError(f"cannot set up the streams at {args.url}: {cause}") from None
@@ -565,6 +615,41 @@ async def _source_lines(nc: Any, stream: str) -> list[str]:
 
 def with_file(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--file", type=Path, required=True, help="the region document")
+    return parser
+
+
+def with_server_tls(parser: argparse.ArgumentParser, where: str) -> argparse.ArgumentParser:
+    """--tls-cert, --tls-key, --tls-ca, --tls-verify, --tls-timeout (`_server_tls`)."""
+    group = parser.add_argument_group(
+        "TLS (docs/operations.md, section 8)", f"Files as {where} reads them, PEM."
+    )
+    group.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="the server's certificate: clients (and routes, leaf nodes) need TLS, started first",
+    )
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key")
+    group.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="the region's CA: servers of a cluster, and the hub and its leaf nodes, "
+        "check each other's certificates against it (mutual TLS)",
+    )
+    group.add_argument(
+        "--tls-verify",
+        action="store_true",
+        help="clients too must show a certificate the CA signed (mutual TLS on the "
+        "client port; they still log in with their passwords)",
+    )
+    group.add_argument(
+        "--tls-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="time allowed for a TLS handshake (default 2)",
+    )
     return parser
 
 
@@ -657,6 +742,7 @@ def _add_key_and_nats_commands(rs: Any) -> None:
         metavar="HEXPUBKEY",
         help="for a first deployment: only these coordinator keys count (repeat)",
     )
+    with_server_tls(nc, "the server")
     nc.set_defaults(func=cmd_nats_config)
 
     st = rs.add_parser("streams", help="create or update the region's JetStream streams")
@@ -672,6 +758,7 @@ def _add_key_and_nats_commands(rs: Any) -> None:
         metavar="PARTNER",
         help="source this partner's leaf node (repeat); sources already set are kept",
     )
+    add_tls_options(st)
     st.set_defaults(func=cmd_streams)
 
     _add_deploy_commands(rs)
@@ -759,6 +846,16 @@ def _add_deploy_commands(rs: Any) -> None:
         metavar="HEXPUBKEY",
         help="for a first deployment: only these coordinator keys count (repeat)",
     )
+    with_server_tls(dp, "each hub server")
+    leaf_tls = dp.add_argument_group(
+        "TLS of the leaf nodes",
+        "With --tls-cert, leaves reach the hub over TLS. Files as the partner's server reads "
+        "them; with --tls-ca (the hub checks leaves) by default ca.pem, cert.pem and key.pem "
+        f"in {LEAF_TLS_DIR} (deploy/systemd/handsoff-nats.service loads them there).",
+    )
+    leaf_tls.add_argument("--leaf-tls-ca", metavar="FILE", help="the CA of the hub's certificate")
+    leaf_tls.add_argument("--leaf-tls-cert", metavar="FILE", help="the leaf's certificate")
+    leaf_tls.add_argument("--leaf-tls-key", metavar="FILE", help="its private key")
     dp.set_defaults(func=cmd_deploy)
 
     ls = with_file(

@@ -36,7 +36,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from handsoff.federation import subjects
-from handsoff.federation.natsconf import AGGREGATOR_USER, server_urls
+from handsoff.federation.natsconf import AGGREGATOR_USER
 from handsoff.federation.region import (
     RegionDocument,
     SignedRegion,
@@ -57,6 +57,8 @@ from handsoff.services.aggregator.releases import (
 )
 from handsoff.services.aggregator.witness import Witness
 from handsoff.services.errors import ServiceError
+from handsoff.services.natsclient import NatsTls
+from handsoff.services.natsclient import connect as connect_nats
 
 log = logging.getLogger("handsoff.aggregator")
 
@@ -108,6 +110,7 @@ class AggregatorConfig:
     region_file: Path | None = None  # a newer region document to take on at start
     nats_user: str | None = AGGREGATOR_USER
     nats_password: str | None = None
+    nats_tls: NatsTls | None = None  # TLS to the region's NATS (--nats-ca, ...)
     k: int = DEFAULT_K
     release_interval: float = 60.0  # seconds between releases (when something new arrived)
     batch: int = 256
@@ -415,8 +418,9 @@ class Aggregator:
 
 
 async def connect(config: AggregatorConfig) -> NATS:
-    return await nats.connect(
-        server_urls(config.nats_url),
+    return await connect_nats(
+        config.nats_url,
+        config.nats_tls,
         user=config.nats_user if config.nats_password else None,
         password=config.nats_password,
         inbox_prefix=subjects.inbox_prefix(AGGREGATOR_USER).encode(),

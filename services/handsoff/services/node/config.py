@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from handsoff.services.errors import ConfigError
+from handsoff.services.natsclient import NatsTls
 
 CONFIG_FORMAT = "handsoff-node/1"
 PartnerId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,31}$")]
@@ -54,6 +55,8 @@ class FederationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     # Seconds between signed checkpoints of what the node has published (issue #6), each only
     # if something new was published (0: one after every publishing round: tests, demos).
     checkpoint_interval: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    # TLS to the region's NATS (`node join --nats-ca ...`); None: plain, unless tls:// URLs
+    nats_tls: NatsTls | None = None
 
     def password(self) -> str | None:
         if self.nats_password_file is None:

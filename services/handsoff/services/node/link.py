@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import nats
 import nats.errors
 from nats.aio.client import Client
 
@@ -25,6 +24,7 @@ from handsoff.federation.pseudonyms import Pseudonymiser
 from handsoff.federation.region import RegionDocument, accept, load_region, save_region
 from handsoff.federation.relay import Relay, RelaySettings
 from handsoff.services.errors import ConfigError
+from handsoff.services.natsclient import NatsTlsError, connect
 from handsoff.services.node.checkpointer import FILE as CHECKPOINTS_FILE
 from handsoff.services.node.checkpointer import Checkpointer, CheckpointError
 from handsoff.services.node.config import FederationSettings
@@ -174,8 +174,9 @@ class NodeLink:
         wait = 0.25
         while not self._stop.is_set():
             try:
-                return await nats.connect(
+                return await connect(
                     self.servers,
+                    self.settings.nats_tls,
                     user=self.settings.nats_user,
                     password=self.settings.password(),
                     inbox_prefix=subjects.inbox_prefix(self.node.config.partner),
@@ -185,6 +186,10 @@ class NodeLink:
                     error_cb=self._error,
                     name=self.node.config.partner,
                 )
+            except NatsTlsError as e:
+                # a configuration problem (or someone in the middle): say it, keep trying
+                self.relay.status.last_error = f"connecting: {e}"
+                log.warning("link: cannot reach NATS (%s); retrying", e)
             except (nats.errors.Error, OSError) as e:
                 self.relay.status.last_error = f"connecting: {type(e).__name__}: {e}"
                 log.warning("link: cannot reach NATS (%s); retrying", type(e).__name__)
@@ -207,8 +212,9 @@ async def publish_checkpoint(node: Node) -> Checkpoint:
         raise ConfigError(f"{node.paths.root} has not joined a region (`handsoff node join`)")
     region = held_region(node)
     try:
-        nc = await nats.connect(
-            server_urls(settings.nats_url),
+        nc = await connect(
+            settings.nats_url,
+            settings.nats_tls,
             user=settings.nats_user,
             password=settings.password(),
             inbox_prefix=subjects.inbox_prefix(node.config.partner),
@@ -216,7 +222,7 @@ async def publish_checkpoint(node: Node) -> Checkpoint:
             connect_timeout=5,
             name=node.config.partner,
         )
-    except (nats.errors.Error, OSError) as e:
+    except (nats.errors.Error, OSError, NatsTlsError) as e:
         raise CheckpointError(f"cannot reach NATS at {settings.nats_url}: {e}") from None
     checkpointer = Checkpointer(
         region.region,
