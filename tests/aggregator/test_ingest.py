@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,14 +52,6 @@ from handsoff.services.natsserver import EmbeddedNats
 REGION = "sadc"
 V, P = ViolenceType, PerpetratorCategory
 
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,14 +188,6 @@ def test_no_personal_data_in_the_operations_endpoints(
 
 # --- a node that has joined a region (a real nats-server) -------------------------------
 
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_readiness_and_relay_figures_of_a_federated_node(

@@ -16,7 +16,6 @@ import asyncio
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,14 +59,6 @@ WORKER = Path(__file__).parents[1] / "aggregator" / "aggregator_worker.py"
 TAKEN = subjects.region_taken("sadc")
 assert TAKEN == "hx.sadc.aggregates._region"
 
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def worker(directory: Path, url: str, mode: str = "none", n: int = 0) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -28,14 +27,6 @@ from support import PASSPHRASE
 
 WORKER = Path(__file__).parents[1] / "aggregator" / "aggregator_worker.py"
 
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def released_region(tmp_path: Path, url: str) -> Region:

@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,14 +58,6 @@ from support import PASSPHRASE, RegionKit, make_node
 
 WORKER = Path(__file__).parents[1] / "aggregator" / "aggregator_worker.py"
 
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @dataclass

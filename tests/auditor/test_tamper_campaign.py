@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from uuid import UUID
@@ -42,14 +42,6 @@ SEED = 20261129
 STREAM_TRIALS, BUNDLE_TRIALS, NODE_TRIALS = 450, 300, 250  # 1,000 in all
 WORKER = Path(__file__).parents[1] / "aggregator" / "aggregator_worker.py"
 
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # --- the region stream ------------------------------------------------------------------

@@ -157,6 +157,17 @@ def _check_labels(kind: str, labels: Sequence[str]) -> None:
         raise ValueError(f"{kind} labels must be strings")
 
 
+def _check_counts(
+    counts: tuple[tuple[int, ...], ...], lines: int, columns: int, line_label: str
+) -> None:
+    if len(counts) != lines or any(len(line) != columns for line in counts):
+        raise ValueError(f"counts must have one line per {line_label} and one value per column")
+    for line in counts:
+        for v in line:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"counts must be non-negative integers, got {v!r}")
+
+
 class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Counts ``counts[i][j]`` for ``rows[i]`` x ``columns[j]``; margins are derived."""
 
@@ -167,14 +178,7 @@ class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         _check_labels("row", self.rows)
         _check_labels("column", self.columns)
-        if len(self.counts) != len(self.rows) or any(
-            len(line) != len(self.columns) for line in self.counts
-        ):
-            raise ValueError("counts must have one line per row and one value per column")
-        for line in self.counts:
-            for v in line:
-                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                    raise ValueError(f"counts must be non-negative integers, got {v!r}")
+        _check_counts(self.counts, len(self.rows), len(self.columns), "row")
 
     @classmethod
     def from_cells(
@@ -237,14 +241,7 @@ class NestedTable(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("a member label cannot also be a group label")
         if len(self.parents) != len(self.members) or not set(self.parents) <= set(self.groups):
             raise ValueError("every member needs a parent among the groups")
-        if len(self.counts) != len(self.members) or any(
-            len(line) != len(self.columns) for line in self.counts
-        ):
-            raise ValueError("counts must have one line per member and one value per column")
-        for line in self.counts:
-            for v in line:
-                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                    raise ValueError(f"counts must be non-negative integers, got {v!r}")
+        _check_counts(self.counts, len(self.members), len(self.columns), "member")
 
     @classmethod
     def from_cells(
