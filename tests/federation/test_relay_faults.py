@@ -172,11 +172,12 @@ async def test_a_node_restored_from_a_backup_stops_sharing_instead_of_losing_eve
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30
-            while link.relay.status.blocked is None:
+            while link.status().relay_blocked is None:
                 assert loop.time() < deadline, f"relay not blocked: {link.status()}"
                 await asyncio.sleep(0.05)
+            assert "restored from a backup" in (link.status().relay_blocked or "")
             error = link.status().last_error or ""
-            assert "restored from a backup" in error, error
+            assert error.startswith("blocked:"), error
             assert link.running  # the node keeps its API and recording up
             record_stories(restored, 4, 1)
         finally:

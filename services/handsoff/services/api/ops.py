@@ -114,6 +114,12 @@ class NodeCollector:
             "rounds, by design)",
             value=s.relay_lag,
         )
+        yield GaugeMetricFamily(
+            "handsoff_node_relay_blocked",
+            "1 if the relay stopped sharing: the region's stream holds this partner's "
+            "messages that this log does not make (restored from a backup?)",
+            value=1 if s.relay_blocked else 0,
+        )
         yield CounterMetricFamily(
             "handsoff_node_relay_published",
             "Shared messages published since this process started",

@@ -52,6 +52,9 @@ class LinkStatus(msgspec.Struct, frozen=True):
     checkpointed: int = 0  # the size of the last signed checkpoint published (issue #6)
     checkpoint_root: str | None = None
     checkpoint_error: str | None = None
+    # Why the relay stopped sharing (the region's stream holds this partner's messages that
+    # this log does not make: a restore from a backup?); recording goes on. Until a restart.
+    relay_blocked: str | None = None
 
 
 def held_region(node: Node) -> RegionDocument:
@@ -127,6 +130,7 @@ class NodeLink:
             checkpointed=self.checkpoints.status.checkpointed,
             checkpoint_root=self.checkpoints.status.root,
             checkpoint_error=self.checkpoints.status.last_error,
+            relay_blocked=s.blocked,
         )
 
     async def start(self) -> None:
