@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -134,7 +135,10 @@ async def history(region: Region) -> list[tuple[AggregateStatement, ...]]:
 
 
 async def test_every_figure_equals_a_recomputation_from_the_raw_events(
-    region: Region, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    region: Region,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     end = await stream_end(region.url, region.document.region)
     assert end > 100
@@ -222,6 +226,13 @@ async def test_every_figure_equals_a_recomputation_from_the_raw_events(
         ],
     )
     assert code == 0
+
+    # `aggregator status`: where it stands, and the region version it announced taking.
+    capsys.readouterr()
+    assert main(["aggregator", "status", "--dir", str(region.aggregator_dir)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["position"] == end
+    assert status["announced"] == [{"version": region.document.version, "after_seq": 0}]
 
 
 async def test_live_feed_follows_new_events(region: Region) -> None:

@@ -106,6 +106,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from handsoff.services.aggregator.announce import TakenBook
     from handsoff.services.aggregator.ingest import IngestStore
     from handsoff.services.aggregator.releases import ReleaseBook
     from handsoff.services.aggregator.witness import WitnessBook
@@ -123,6 +124,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             "release": state.release if state else 0,
             "published": state.published if state else 0,
             "checkpoints": WitnessBook(store).status(),
+            # the region versions it announced taking, from which stream position on
+            "announced": [
+                {"version": t.version, "after_seq": t.after_seq} for t in TakenBook(store).all()
+            ],
         }
     finally:
         store.close()
