@@ -12,13 +12,19 @@ audit >= 0.7 x 2 x raw.
 Million (`--million`): the messages are written to a file, then a fresh process replays
 them through the audit (read as it goes) and reports the time and its peak RSS.
 
+Over NATS (`--nats`): the same messages published into a region stream on an embedded
+nats-server, then `audit region` as a user runs it (the stream read back through an ordered
+consumer while it is replayed), in one process and with `--workers`, rounds interleaved.
+
     .venv/bin/python -m bench.audit_rate [--events N] [--rounds R]
     .venv/bin/python -m bench.audit_rate --million [--events 1000000]
+    .venv/bin/python -m bench.audit_rate --nats [--events N] [--rounds R]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
@@ -32,12 +38,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import nats
 
 from bench._common import median
-from bench.ingest_rate import Sealed, make_region, messages, raw_verify
+from bench.ingest_rate import Sealed, make_region, messages, publish_all, raw_verify
 from handsoff.federation.region import RegionDocument, SignedRegion
 from handsoff.services.auditor.parallel import ParallelVerifier
-from handsoff.services.auditor.region import StreamMessage, audit_messages
+from handsoff.services.auditor.region import StreamMessage, audit_messages, audit_region
+from handsoff.services.natsserver import EmbeddedNats
 
 
 class Record(msgspec.Struct, array_like=True):
@@ -95,6 +103,44 @@ def startup(doc: RegionDocument, workers: int) -> float:
             list(verifier.feed([]))
         list(verifier.flush())
     return time.perf_counter() - start
+
+
+def nats_bench(events: int, rounds: int, workers: int) -> None:
+    doc, keys = make_region()
+    with tempfile.TemporaryDirectory(prefix="hx-bench-audit-nats-") as tmp:
+        server = EmbeddedNats(Path(tmp) / "nats").start()
+        try:
+            asyncio.run(publish_all(server.url, messages(doc, keys, events, 1)))
+
+            async def audit(w: int) -> float:
+                nc = await nats.connect(server.url)
+                try:
+                    start = time.perf_counter()
+                    report = await audit_region(nc.jetstream(), doc, workers=w)
+                    elapsed = time.perf_counter() - start
+                finally:
+                    await nc.close()
+                assert report.ok, report.findings[:3]
+                return elapsed
+
+            one, several = [], []
+            for r in range(rounds):
+                order = (1, workers) if r % 2 == 0 else (workers, 1)
+                times = {w: asyncio.run(audit(w)) for w in order}
+                one.append(events / times[1])
+                several.append(events / times[workers])
+                print(
+                    f"round {r + 1}: one process {one[-1]:,.0f}/s, "
+                    f"{workers} workers {several[-1]:,.0f}/s",
+                    flush=True,
+                )
+        finally:
+            server.stop()
+    print(
+        f"\naudit region over NATS: one process {median(one):,.0f} events/s, "
+        f"--workers {workers} {median(several):,.0f} events/s "
+        f"({median(several) / median(one):.2f}x)"
+    )
 
 
 def write_file(path: Path, doc: RegionDocument, keys: dict[str, object], n: int) -> None:
@@ -176,10 +222,13 @@ def main() -> None:
     p.add_argument("--events", type=int)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--million", action="store_true")
+    p.add_argument("--nats", action="store_true", help="audit region over a real stream")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="verifying processes")
     args = p.parse_args()
     if args.million:
         million_bench(args.events or 1_000_000, args.workers)
+    elif args.nats:
+        nats_bench(args.events or 50_000, args.rounds, args.workers)
     else:
         rate_bench(args.events or 20_000, args.rounds, args.workers)
 
