@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
+import pytest
 
 from handsoff.events import Country, PerpetratorCategory, ViolenceType, core_type
 from handsoff.federation import subjects
@@ -99,3 +100,13 @@ async def test_region_audit_over_nats_with_workers_equals_single_process(tmp_pat
         ("signatures", "bad_signature", "stream seq 451 (p1:226)"),
         ("exactly_once", "missing", "partner p1"),
     ]
+
+
+def test_a_worker_that_dies_stops_the_audit_with_a_clear_error() -> None:
+    doc, messages = region_and_messages(3 * parallel.CHUNK)
+    with parallel.ParallelVerifier(doc, 2) as verifier:
+        victim = verifier._processes[0]
+        victim.kill()
+        victim.join(timeout=10)
+        with pytest.raises(parallel.WorkerLost, match="verifying worker 0 ended"):
+            list(verifier.examined(messages))

@@ -2,7 +2,8 @@
 single-process replay runs (envelope, membership, key validity, signature, published leaf)
 and hand back what it found; the replay decodes and folds in stream order.
 
-Chunks go to the workers in turn, one chunk in flight per worker, and come back in the
+Chunks go to the workers in turn, QUEUED of them per worker (a worker's next chunk goes
+out before its answers are folded, so it never waits on the fold), and come back in the
 order sent, so memory stays flat however long the stream. Messages and findings cross the
 process boundary as msgpack (msgspec): several times cheaper than pickling, which matters
 when a signature check is only ~50 us.
@@ -26,12 +27,13 @@ from handsoff.federation.history import RegionHistory
 from handsoff.federation.region import RegionDocument
 from handsoff.services.auditor import examine
 from handsoff.services.auditor.region import StreamMessage
+from handsoff.services.errors import ServiceError
 
 CHUNK = 200
 QUEUED = 2  # chunks per worker; two fit a socket buffer, so a send never waits on one
 
 
-class WorkerLost(RuntimeError):
+class WorkerLost(ServiceError):
     """A verifying worker process ended before answering (killed, out of memory)."""
 
 
@@ -108,15 +110,25 @@ class ParallelVerifier:
 
     def _send(self, worker: int, chunk: list[StreamMessage]) -> None:
         items = [(m.subject, m.headers, m.data, m.time, m.seq) for m in chunk]
-        self._pipes[worker].send_bytes(self._encode(items))
+        try:
+            self._pipes[worker].send_bytes(self._encode(items))
+        except OSError:
+            raise self._lost(worker) from None
         self._queued.append((chunk, worker))
 
     def _receive(self, worker: int) -> list[examine.Examined]:
         try:
             return self._decode(self._pipes[worker].recv_bytes())
         except (EOFError, OSError):
-            code = self._processes[worker].exitcode
-            raise WorkerLost(f"verifying worker {worker} ended (exit code {code})") from None
+            raise self._lost(worker) from None
+
+    def _lost(self, worker: int) -> WorkerLost:
+        process = self._processes[worker]
+        process.join(timeout=1)
+        return WorkerLost(
+            f"verifying worker {worker} ended (exit code {process.exitcode}): out of memory, "
+            "or killed? The audit stops; run it again (--workers 1 runs in one process)"
+        )
 
 
 def _reap(processes: list[BaseProcess]) -> None:
