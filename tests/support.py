@@ -1,7 +1,10 @@
-"""Builders shared by the tests: a node on real SQLite files, a realistic incident."""
+"""Builders shared by the tests: a node on real SQLite files, a realistic incident, a signed
+region file; `eventually`, waiting on a condition with a deadline."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,15 @@ from handsoff.events import (
     PerpetratorCategory,
     ViolenceType,
 )
-from handsoff.keys import KdfStrength
+from handsoff.federation.region import (
+    Aggregator,
+    Coordinator,
+    RegionDocument,
+    SignedRegion,
+    save_region,
+    sign_region,
+)
+from handsoff.keys import KdfStrength, SigningKey
 from handsoff.services.node.config import NodeConfig
 from handsoff.services.node.node import Node
 
@@ -105,3 +116,39 @@ class RegionKit:
 
         save_region(path, self.signed)
         return path
+
+
+def signed_region(path: Path, partners: tuple[str, ...], region: str = "sadc") -> RegionDocument:
+    """A region document (version 1, valid from a minute ago, one coordinator), signed and
+    saved at `path`."""
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    coordinator = SigningKey.generate()
+    doc = RegionDocument(
+        region=region,
+        version=1,
+        issued_at=now,
+        expires_at=now + timedelta(days=30),
+        threshold=1,
+        coordinators=[Coordinator("c1", "Coordinator", coordinator.public_key)],
+        aggregator=Aggregator("aggregator", SigningKey.generate().public_key),
+    )
+    for p in partners:
+        doc = doc.add_partner(
+            p, f"Partner {p}", "BW", SigningKey.generate().public_key, valid_from=now, issued_at=now
+        )
+    save_region(path, sign_region(SignedRegion.unsigned(doc), "c1", coordinator))
+    return doc
+
+
+async def eventually(what: str, condition: Callable[[], Any], deadline_s: float = 60) -> None:
+    """Polls `condition` (a coroutine function's result is awaited) until it is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert loop.time() < deadline, f"timed out after {deadline_s} s waiting for {what}"
+        await asyncio.sleep(0.1)

@@ -45,7 +45,7 @@ from handsoff.services.auditor.region import (
     audit_messages,
     audit_region,
     judged,
-    read_all,
+    read_streams,
 )
 from handsoff.services.auditor.replay import EventReplay
 from handsoff.services.auditor.report import AuditReport, Collector
@@ -95,15 +95,9 @@ class Streams:
 async def streams(url: str) -> Streams:
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        events = await read_all(js, "HX_SADC_EVENTS", "hx.sadc.events.>")
-        aggregates = await read_all(js, "HX_SADC_AGGREGATES", "hx.sadc.aggregates.>")
-        checkpoints = await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.checkpoints.>")
-        checkpoints += await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.witness.*")
-        checkpoints.sort(key=lambda m: m.seq)
+        return Streams(*await read_streams(nc.jetstream(), "sadc"))
     finally:
         await nc.close()
-    return Streams(events, aggregates, checkpoints)
 
 
 def errors(report: AuditReport) -> Counter[tuple[str, str]]:

@@ -45,7 +45,7 @@ from handsoff.services.auditor.region import (
     StreamMessage,
     audit_messages,
     audit_region,
-    read_all,
+    read_streams,
 )
 from handsoff.services.auditor.report import AuditReport, Collector
 from handsoff.services.cli import main
@@ -194,15 +194,9 @@ async def streams(url: str) -> tuple[list[StreamMessage], ...]:
     """(events, aggregates, checkpoints) as stored."""
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        events = await read_all(js, "HX_SADC_EVENTS", "hx.sadc.events.>")
-        aggregates = await read_all(js, "HX_SADC_AGGREGATES", "hx.sadc.aggregates.>")
-        checkpoints = await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.checkpoints.>")
-        checkpoints += await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.witness.*")
-        checkpoints.sort(key=lambda m: m.seq)
+        return await read_streams(nc.jetstream(), "sadc")
     finally:
         await nc.close()
-    return events, aggregates, checkpoints
 
 
 def unannounced(aggregates: list[StreamMessage]) -> list[StreamMessage]:

@@ -31,7 +31,7 @@ from handsoff.federation.statements import AggregateStatement
 from handsoff.keys import SigningKey, load_keyring
 from handsoff.services.aggregator.service import AggregatorPaths, take_region
 from handsoff.services.auditor.bundle import Bundle, audit_bundle, new_bundle, sign_bundle
-from handsoff.services.auditor.region import StreamMessage, audit_messages, read_all
+from handsoff.services.auditor.region import StreamMessage, audit_messages, read_streams
 from handsoff.services.auditor.report import AuditReport
 from handsoff.services.natsserver import EmbeddedNats
 from handsoff.services.node.config import NodePaths, load_config
@@ -348,12 +348,7 @@ async def test_a_thousand_tamperings_are_all_detected(
 
         nc = await nats.connect(region.url)
         try:
-            js = nc.jetstream()
-            events = await read_all(js, "HX_SADC_EVENTS", "hx.sadc.events.>")
-            aggregates = await read_all(js, "HX_SADC_AGGREGATES", "hx.sadc.aggregates.>")
-            checkpoints = await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.checkpoints.>")
-            checkpoints += await read_all(js, "HX_SADC_CHECKPOINTS", "hx.sadc.witness.*")
-            checkpoints.sort(key=lambda m: m.seq)
+            events, aggregates, checkpoints = await read_streams(nc.jetstream(), "sadc")
         finally:
             await nc.close()
         w = World(region, revoked, events, aggregates, checkpoints)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,15 +38,11 @@ from handsoff.federation import subjects
 from handsoff.federation.envelope import open_message
 from handsoff.federation.natsconf import Credentials, load_credentials
 from handsoff.federation.region import (
-    Aggregator,
-    Coordinator,
     RegionDocument,
     SignedRegion,
     save_region,
-    sign_region,
 )
 from handsoff.federation.shared import decode
-from handsoff.keys import SigningKey
 from handsoff.services.cli import main
 from handsoff.services.deploy_gen import (
     HUB_DOMAIN,
@@ -60,7 +56,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import expected_messages, record_stories
-from support import T0, RegionKit, incident, make_node
+from support import T0, RegionKit, eventually, incident, make_node, signed_region
 
 REGION = "sadc"
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,26 +74,6 @@ def config_test(path: Path) -> None:
         [str(NATS_SERVER), "-t", "-c", str(path)], check=False, capture_output=True, timeout=30
     )
     assert r.returncode == 0, f"{path}: {(r.stdout + r.stderr).decode()}"
-
-
-def signed_region(path: Path, partners: tuple[str, ...]) -> RegionDocument:
-    now = datetime.now(UTC) - timedelta(minutes=1)
-    coordinator = SigningKey.generate()
-    doc = RegionDocument(
-        region=REGION,
-        version=1,
-        issued_at=now,
-        expires_at=now + timedelta(days=30),
-        threshold=1,
-        coordinators=[Coordinator("c1", "Coordinator", coordinator.public_key)],
-        aggregator=Aggregator("aggregator", SigningKey.generate().public_key),
-    )
-    for p in partners:
-        doc = doc.add_partner(
-            p, f"Partner {p}", "BW", SigningKey.generate().public_key, valid_from=now, issued_at=now
-        )
-    save_region(path, sign_region(SignedRegion.unsigned(doc), "c1", coordinator))
-    return doc
 
 
 def deploy(region: Path, out: Path, *extra: str) -> None:
@@ -456,19 +432,6 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------
 # A partner behind a leaf node, end to end
-
-
-async def eventually(what: str, condition: Callable[[], Any], deadline_s: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, f"timed out after {deadline_s} s waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def operator_js(url: str, credentials: Credentials) -> nats.aio.client.Client:

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,10 +39,7 @@ from handsoff.federation.region import (
     Aggregator,
     Coordinator,
     RegionDocument,
-    SignedRegion,
     load_region,
-    save_region,
-    sign_region,
 )
 from handsoff.federation.shared import decode
 from handsoff.keys import SigningKey
@@ -53,7 +50,7 @@ from handsoff.services.node.config import FederationSettings, NodePaths, load_co
 from handsoff.services.node.link import NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import expected_messages, record_stories
-from support import PASSPHRASE, RegionKit, make_node
+from support import PASSPHRASE, RegionKit, eventually, make_node, signed_region
 from tls_support import Issued, TestCa, make_ca
 
 REGION = "sadc"
@@ -116,39 +113,6 @@ def region_doc(*partners: str) -> RegionDocument:
             p, f"Partner {p}", "BW", SigningKey.generate().public_key, valid_from=t0, issued_at=t0
         )
     return doc
-
-
-def signed_region_file(path: Path, partners: tuple[str, ...]) -> Path:
-    now = datetime.now(UTC) - timedelta(minutes=1)
-    coordinator = SigningKey.generate()
-    doc = RegionDocument(
-        region=REGION,
-        version=1,
-        issued_at=now,
-        expires_at=now + timedelta(days=30),
-        threshold=1,
-        coordinators=[Coordinator("c1", "Coordinator", coordinator.public_key)],
-        aggregator=Aggregator("aggregator", SigningKey.generate().public_key),
-    )
-    for p in partners:
-        doc = doc.add_partner(
-            p, f"Partner {p}", "BW", SigningKey.generate().public_key, valid_from=now, issued_at=now
-        )
-    save_region(path, sign_region(SignedRegion.unsigned(doc), "c1", coordinator))
-    return path
-
-
-async def eventually(what: str, condition: Callable[[], Any], deadline_s: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, f"timed out after {deadline_s} s waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def monitor(port: int, endpoint: str) -> dict[str, Any]:
@@ -236,7 +200,8 @@ def deploy(region: Path, out: Path, *extra: str) -> int:
 def test_region_deploy_with_tls(
     tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    region = signed_region_file(tmp_path / "region.json", ("p1", "leaf-bw"))
+    region = tmp_path / "region.json"
+    signed_region(region, ("p1", "leaf-bw"))
     out = tmp_path / "generated"
     leaf = pki.ca.issue("leaf-bw", server=False)
     tls = (
@@ -607,7 +572,8 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
 async def test_a_leaf_reaches_a_tls_hub_with_its_certificate_and_not_without(
     tmp_path: Path, pki: Pki
 ) -> None:
-    region = signed_region_file(tmp_path / "region.json", ("leaf-bw", "p2"))
+    region = tmp_path / "region.json"
+    signed_region(region, ("leaf-bw", "p2"))
     hub_port, leaf_port, hub_monitor, leaf_monitor = (free_port() for _ in range(4))
     hub_leaf_port, rogue_port = free_port(), free_port()
     leaf = pki.ca.issue("leaf-bw", server=False)

@@ -493,8 +493,13 @@ async def ensure_streams(
     js: JetStreamContext, region: str, *, replicas: int = 1
 ) -> list[StreamInfo]:
     """Create the region's streams, or update them to the configuration above."""
+    return await ensure(js, stream_configs(region, replicas=replicas))
+
+
+async def ensure(js: JetStreamContext, configs: Iterable[StreamConfig]) -> list[StreamInfo]:
+    """Each stream created, or updated to its configuration if it exists."""
     infos: list[StreamInfo] = []
-    for config in stream_configs(region, replicas=replicas):
+    for config in configs:
         assert config.name is not None
         try:
             await js.stream_info(config.name)

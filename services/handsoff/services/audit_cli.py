@@ -145,7 +145,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from handsoff.federation import subjects
     from handsoff.services.aggregator.service import AggregatorPaths, open_key
     from handsoff.services.auditor.bundle import new_bundle, sign_bundle
-    from handsoff.services.auditor.region import read_all
+    from handsoff.services.auditor.region import read_streams
 
     paths = AggregatorPaths(args.dir)
     versions = _versions(args.region) if args.region else paths.region_versions()
@@ -158,15 +158,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     async def run() -> bytes:
         nc = await _connect(args)
         try:
-            js = nc.jetstream()
-            events = await read_all(js, subjects.events_stream(r), subjects.all_events(r))
-            aggregates = await read_all(
-                js, subjects.aggregates_stream(r), subjects.all_aggregates(r)
-            )
-            stream = subjects.checkpoints_stream(r)
-            checkpoints = await read_all(js, stream, subjects.all_checkpoints(r))
-            checkpoints += await read_all(js, stream, subjects.all_witness(r))
-            checkpoints.sort(key=lambda m: m.seq)
+            events, aggregates, checkpoints = await read_streams(nc.jetstream(), r)
         finally:
             await nc.close()
         bundle = new_bundle(signed_region, events, aggregates, checkpoints, versions)

@@ -56,7 +56,7 @@ import nats.js.errors
 from nats.js.api import ExternalStream, StorageType, StreamConfig, StreamInfo, StreamSource
 from nats.js.client import JetStreamContext
 
-from handsoff.federation import subjects
+from handsoff.federation import natsconf, subjects
 from handsoff.federation.natsconf import (
     ACCOUNT,
     AGGREGATOR_USER,
@@ -325,16 +325,7 @@ async def ensure_hub_streams(
 
 async def ensure_leaf_streams(js: JetStreamContext, region: str, partner: str) -> list[StreamInfo]:
     """Creates (or updates) the outbox streams on a partner's own server."""
-    infos: list[StreamInfo] = []
-    for config in leaf_stream_configs(region, partner):
-        assert config.name is not None
-        try:
-            await js.stream_info(config.name)
-        except nats.js.errors.NotFoundError:
-            infos.append(await js.add_stream(config))
-        else:
-            infos.append(await js.update_stream(config))
-    return infos
+    return await natsconf.ensure(js, leaf_stream_configs(region, partner))
 
 
 # ---------------------------------------------------------------------------------------

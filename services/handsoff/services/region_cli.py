@@ -707,6 +707,20 @@ def add_region_commands(sub: Any) -> None:
     _add_key_and_nats_commands(rs)
 
 
+def with_deployment_trust(parser: argparse.ArgumentParser) -> None:
+    """Which coordinators' signatures a deployment takes the region file on."""
+    parser.add_argument(
+        "--held", type=Path, help="the region file deployed so far (its coordinators must sign)"
+    )
+    parser.add_argument(
+        "--trust-coordinator",
+        action="append",
+        default=[],
+        metavar="HEXPUBKEY",
+        help="for a first deployment: only these coordinator keys count (repeat)",
+    )
+
+
 def _add_key_and_nats_commands(rs: Any) -> None:
     ck = rs.add_parser("coordinator-key", help="make a coordinator key (encrypted key file)")
     ck.add_argument("--out", type=Path, required=True, help="the key file to write")
@@ -732,16 +746,7 @@ def _add_key_and_nats_commands(rs: Any) -> None:
     nc.add_argument("--host", default="127.0.0.1")
     nc.add_argument("--port", type=int, default=4222)
     nc.add_argument("--store-dir", type=Path, help="JetStream store (default OUT/jetstream)")
-    nc.add_argument(
-        "--held", type=Path, help="the region file deployed so far (its coordinators must sign)"
-    )
-    nc.add_argument(
-        "--trust-coordinator",
-        action="append",
-        default=[],
-        metavar="HEXPUBKEY",
-        help="for a first deployment: only these coordinator keys count (repeat)",
-    )
+    with_deployment_trust(nc)
     with_server_tls(nc, "the server")
     nc.set_defaults(func=cmd_nats_config)
 
@@ -836,16 +841,7 @@ def _add_deploy_commands(rs: Any) -> None:
         metavar="PARTNER",
         help="the partner of node-a, then node-b, in deploy/compose.yaml",
     )
-    dp.add_argument(
-        "--held", type=Path, help="the region file deployed so far (its coordinators must sign)"
-    )
-    dp.add_argument(
-        "--trust-coordinator",
-        action="append",
-        default=[],
-        metavar="HEXPUBKEY",
-        help="for a first deployment: only these coordinator keys count (repeat)",
-    )
+    with_deployment_trust(dp)
     with_server_tls(dp, "each hub server")
     leaf_tls = dp.add_argument_group(
         "TLS of the leaf nodes",

@@ -121,7 +121,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Final, Literal
 
@@ -499,6 +499,49 @@ def _margin_tier(p: Position) -> int:
     return (p[0] is None) + (p[1] is None)
 
 
+def _primary(values: Mapping[Position, int], keep: Iterable[Position], k: int) -> set[Position]:
+    """The entries suppressed from the start: those to keep suppressed, and every count
+    from 1 to k-1."""
+    hidden = set(keep)
+    missing = sorted((p for p in hidden if p not in values), key=repr)
+    if missing:
+        raise ValueError(f"entries to keep suppressed are not in the table: {missing!r}")
+    return hidden | {p for p, v in values.items() if 0 < v < k}
+
+
+def _line_index(
+    values: Mapping[Position, int], lines: Sequence[Sequence[Position]]
+) -> dict[Position, list[int]]:
+    """The numbers of the lines (sums) each entry belongs to."""
+    line_of: dict[Position, list[int]] = {p: [] for p in values}
+    for number, line in enumerate(lines):
+        for p in line:
+            line_of[p].append(number)
+    return line_of
+
+
+def _single(line: Sequence[Position], hidden: set[Position]) -> bool:
+    """Whether exactly one entry of a line is suppressed (the line would give it away)."""
+    return sum(p in hidden for p in line) == 1
+
+
+def _close_lines(
+    lines: Sequence[Sequence[Position]],
+    start: set[Position],
+    complement: Callable[[int, set[Position]], Position],
+) -> set[Position]:
+    """`start` plus complements until no line holds a single suppressed entry."""
+    out = set(start)
+    changed = True
+    while changed:
+        changed = False
+        for number, line in enumerate(lines):
+            if _single(line, out):
+                out.add(complement(number, out))
+                changed = True
+    return out
+
+
 def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) -> Published:
     """Primary and complementary suppression of ``table``; ``keep``: entries that must stay
     suppressed (from ``SuppressionMemory``)."""
@@ -506,23 +549,15 @@ def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) 
     values = table.values()
     order = _order(table.rows, table.columns)
     lines = _lines(table.rows, table.columns)
-    hidden = set(keep)
-    missing = sorted((p for p in hidden if p not in values), key=repr)
-    if missing:
-        raise ValueError(f"entries to keep suppressed are not in the table: {missing!r}")
-    hidden |= {p for p, v in values.items() if 0 < v < k}
-
-    line_of: dict[Position, list[int]] = {p: [] for p in values}
-    for number, line in enumerate(lines):
-        for p in line:
-            line_of[p].append(number)
+    hidden = _primary(values, keep, k)
+    line_of = _line_index(values, lines)
 
     def rank(p: Position) -> tuple[bool, int, tuple[int, int]]:
         # smallest non-zero value first, zeros last, ties by position
         return (values[p] == 0, values[p], order[p])
 
     def single(number: int, hidden: set[Position]) -> bool:
-        return sum(p in hidden for p in lines[number]) == 1
+        return _single(lines[number], hidden)
 
     def complement(number: int, hidden: set[Position]) -> Position:
         # cells before margins and the grand total last (the totals are what readers need
@@ -535,15 +570,7 @@ def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) 
         return min((p for p in lines[number] if p not in hidden), key=key)
 
     def close_lines(start: set[Position]) -> set[Position]:
-        out = set(start)
-        changed = True
-        while changed:
-            changed = False
-            for number in range(len(lines)):
-                if single(number, out):
-                    out.add(complement(number, out))
-                    changed = True
-        return out
+        return _close_lines(lines, start, complement)
 
     if hidden:
         hidden = close_lines(hidden)
@@ -698,22 +725,14 @@ def protect_nested(
     order = _order(*shape)
     lines = _lines(*shape)
     member_set = frozenset(table.members)
-    hidden = set(keep)
-    missing = sorted((p for p in hidden if p not in values), key=repr)
-    if missing:
-        raise ValueError(f"entries to keep suppressed are not in the table: {missing!r}")
-    hidden |= {p for p, v in values.items() if 0 < v < k}
-
-    line_of: dict[Position, list[int]] = {p: [] for p in values}
-    for number, line in enumerate(lines):
-        for p in line:
-            line_of[p].append(number)
+    hidden = _primary(values, keep, k)
+    line_of = _line_index(values, lines)
 
     def rank(p: Position) -> tuple[int, bool, int, tuple[int, int]]:
         return (_nested_tier(p, member_set), values[p] == 0, values[p], order[p])
 
     def single(number: int, hidden: set[Position]) -> bool:
-        return sum(p in hidden for p in lines[number]) == 1
+        return _single(lines[number], hidden)
 
     def complement(number: int, hidden: set[Position]) -> Position:
         # lowest tier first, then entries whose other lines hold a single suppressed entry
@@ -725,15 +744,7 @@ def protect_nested(
         return min((p for p in lines[number] if p not in hidden), key=key)
 
     def close_lines(start: set[Position]) -> set[Position]:
-        out = set(start)
-        changed = True
-        while changed:
-            changed = False
-            for number in range(len(lines)):
-                if single(number, out):
-                    out.add(complement(number, out))
-                    changed = True
-        return out
+        return _close_lines(lines, start, complement)
 
     cost = {
         p: rank(p)[0] * _TIER_COST + (v if v > 0 else _ZERO_COST) + 1 for p, v in values.items()

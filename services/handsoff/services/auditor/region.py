@@ -105,6 +105,26 @@ def _named_version(signed: bytes) -> int | None:
         return None
 
 
+async def read_checkpoints(js: JetStreamContext, region: str) -> list[StreamMessage]:
+    """The checkpoints stream in stream order: partners' checkpoints and the witness's
+    cosignatures."""
+    stream = subjects.checkpoints_stream(region)
+    checkpoints = await read_all(js, stream, subjects.all_checkpoints(region))
+    checkpoints += await read_all(js, stream, subjects.all_witness(region))
+    return sorted(checkpoints, key=lambda m: m.seq)
+
+
+async def read_streams(
+    js: JetStreamContext, region: str
+) -> tuple[list[StreamMessage], list[StreamMessage], list[StreamMessage]]:
+    """(events, aggregates, checkpoints) of the region, as stored (what a bundle holds)."""
+    events = await read_all(js, subjects.events_stream(region), subjects.all_events(region))
+    aggregates = await read_all(
+        js, subjects.aggregates_stream(region), subjects.all_aggregates(region)
+    )
+    return events, aggregates, await read_checkpoints(js, region)
+
+
 def published_releases(
     messages: Iterable[StreamMessage],
     region: RegionDocument | RegionHistory,
@@ -324,10 +344,7 @@ async def audit_region(
             fold(m, None, total)
     replay.finish()
     used.report(found)
-    stream = subjects.checkpoints_stream(r)
-    checkpoints = await read_all(js, stream, subjects.all_checkpoints(r))
-    checkpoints += await read_all(js, stream, subjects.all_witness(r))
-    checkpoints.sort(key=lambda m: m.seq)
+    checkpoints = await read_checkpoints(js, r)
     decided = announcements.Decided(history, j.announced)
     audit_checkpoints(history, replay.published(), checkpoints, found, decided)
     return found.report("region", r)
