@@ -26,6 +26,7 @@ from handsoff.federation.envelope import (
     MSG_ID,
     REGION_VERSION,
     SIGNATURE,
+    KeyDirectory,
     Opened,
     message_id,
     open_message,
@@ -34,7 +35,13 @@ from handsoff.federation.envelope import (
 from handsoff.federation.errors import EnvelopeRejected
 from handsoff.federation.policy import SharePolicy
 from handsoff.federation.pseudonyms import Pseudonymiser
-from handsoff.federation.region import Aggregator, Coordinator, RegionDocument
+from handsoff.federation.region import (
+    Aggregator,
+    Coordinator,
+    InvalidEdit,
+    KeyTable,
+    RegionDocument,
+)
 from handsoff.federation.shared import (
     SharedEvent,
     SharedFirstResponse,
@@ -132,11 +139,11 @@ def seal(
     return Message(subject, seal_headers(signer, subject, msg_id, payload, version), payload)
 
 
-def open_(doc: RegionDocument, m: Message, at: datetime = AT) -> Opened:
+def open_(doc: KeyDirectory, m: Message, at: datetime = AT) -> Opened:
     return open_message(doc, m.subject, m.headers, m.payload, at, decode)
 
 
-def rejected(doc: RegionDocument, m: Message, at: datetime = AT) -> EnvelopeRejected:
+def rejected(doc: KeyDirectory, m: Message, at: datetime = AT) -> EnvelopeRejected:
     with pytest.raises(EnvelopeRejected) as caught:
         open_(doc, m, at)
     e = caught.value
@@ -288,6 +295,48 @@ def test_a_message_under_an_older_region_version_after_the_newer_was_issued_is_s
     # Under the held version itself, or a newer one the verifier has not seen yet: not stale.
     assert open_(newer, seal(INCIDENT, version=newer.version), REISSUED).event == INCIDENT
     assert open_(newer, seal(INCIDENT, version=newer.version + 1), REISSUED).event == INCIDENT
+
+
+def test_within_the_newer_versions_grace_an_older_version_message_is_accepted() -> None:
+    """A node that has not taken the new version yet (offline, or between the aggregator's
+    announcement and its next look) keeps counting for the grace the new version gives."""
+    held = region()
+    newer = held.set_breakdowns("partner", issued_at=REISSUED).set_version_grace(
+        24, issued_at=REISSUED
+    )
+    assert newer.older_versions_until == REISSUED + timedelta(hours=24)
+    m = seal(INCIDENT, version=held.version)
+    for at in (REISSUED, REISSUED + timedelta(hours=24) - SECOND):
+        assert open_(newer, m, at).event == INCIDENT
+        assert open_(KeyTable(newer), m, at).event == INCIDENT
+    for at in (REISSUED + timedelta(hours=24), REISSUED + timedelta(days=3)):
+        for directory in (newer, KeyTable(newer)):
+            e = rejected(directory, m, at)
+            assert e.reason == "stale_region"
+            assert f"version {newer.version} was issued and its grace of 24 h had passed" in (
+                e.detail
+            )
+
+
+def test_within_the_grace_the_newer_versions_keys_judge_so_a_revocation_holds_at_once() -> None:
+    held = region()
+    revoked = held.set_version_grace(72, issued_at=REISSUED).revoke_key(
+        "p1", P1.kid.hex(), REISSUED, issued_at=REISSUED
+    )
+    old = seal(INCIDENT, version=held.version)
+    assert rejected(revoked, old, REISSUED + SECOND).reason == "key_revoked"
+    # p2's key is untouched: its message under the old version still counts
+    theirs = seal(shared_events("p2")[0], signer=P2, partner="p2", version=held.version)
+    assert open_(revoked, theirs, REISSUED + SECOND).partner == "p2"
+
+
+def test_a_document_without_a_grace_reads_as_none_and_an_edit_checks_its_bounds() -> None:
+    doc = region()
+    assert doc.version_grace_hours == 0
+    assert doc.older_versions_until == doc.issued_at
+    for hours in (-1, 24 * 90 + 1):
+        with pytest.raises(InvalidEdit, match="version grace"):
+            doc.set_version_grace(hours)
 
 
 # -- ids, headers, subjects -------------------------------------------------------------

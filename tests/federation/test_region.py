@@ -549,6 +549,8 @@ def test_cli_flow(
     assert view["valid_signatures"] == 2
     assert [p["id"] for p in view["partners"]] == ["p1", "p2", "p3"]
     assert view["coordinators"] == keys
+    assert view["version_grace_hours"] == 24  # `region init`'s default
+    assert "messages under earlier versions accepted for 24 h" in out
 
     out = ok(capsys, *nats_config)
     assert "region sadc version 4 (3 partner(s))" in out
@@ -581,6 +583,18 @@ def test_cli_flow(
     assert "is not newer than the held version 5" in error(
         capsys, *nats_config[:3], str(held), *nats_config[4:], "--held", f
     )
+
+    # The grace for messages under earlier versions is a signed edit like any other.
+    assert "0 to 2160 hours, not 3000" in error(
+        capsys, "region", "set-version-grace", "--file", f, "--hours", "3000"
+    )
+    assert load_region(Path(f)).document.version == 5
+    out = ok(capsys, "region", "set-version-grace", "--file", f, "--hours", "72")
+    assert "accepted for 72 h" in out
+    edited = load_region(Path(f)).document
+    assert (edited.version, edited.version_grace_hours) == (6, 72)
+    sign("c1")
+    sign("c2")
 
     # Pinning coordinators for a first deployment.
     assert "trusted coordinators" in error(capsys, *nats_config, "--trust-coordinator", keys["c1"])

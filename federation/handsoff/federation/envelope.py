@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from handsoff.federation.errors import EnvelopeRejected, FederationError
@@ -41,6 +41,9 @@ class KeyDirectory(Protocol):
 
     @property
     def issued_at(self) -> datetime: ...
+
+    @property
+    def older_versions_until(self) -> datetime: ...
 
     def partner_key(self, partner_id: str, kid: str, at: datetime) -> bytes: ...
 
@@ -142,11 +145,13 @@ def check_envelope(
         region_version = int(version_text)
     except ValueError:
         raise EnvelopeRejected("malformed", "Hx-Region is not a number") from None
-    if region_version < directory.version and at >= directory.issued_at:
+    if region_version < directory.version and at >= directory.older_versions_until:
+        hours = (directory.older_versions_until - directory.issued_at) // timedelta(hours=1)
         raise EnvelopeRejected(
             "stale_region",
             f"sent under region version {region_version} after version "
-            f"{directory.version} was issued",
+            f"{directory.version} was issued"
+            + (f" and its grace of {hours} h had passed" if hours else ""),
         )
     try:
         public_key = directory.partner_key(partner, kid, at)

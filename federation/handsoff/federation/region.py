@@ -65,6 +65,7 @@ Kid = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$")]
 CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Breakdowns = Literal["country", "partner"]
+MAX_GRACE_HOURS: Final = 24 * 90
 _T = TypeVar("_T")
 
 
@@ -222,6 +223,12 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     partners: list[Partner] = []
     # Whether partner-level aggregate breakdowns may be published ("country": only countries).
     breakdowns: Breakdowns = "country"
+    # For how many hours after this version is issued a message sent under an EARLIER version
+    # is still accepted (a node that has not taken this version yet: offline, or between the
+    # aggregator's announcement and its own next look). Such a message is verified with this
+    # version's keys, so a key it revokes is refused at once. After that: `stale_region`.
+    # 0 (the default, and what a document without the field means): stale once issued.
+    version_grace_hours: Annotated[int, msgspec.Meta(ge=0, le=MAX_GRACE_HOURS)] = 0
 
     def __post_init__(self) -> None:
         _check_document(self)
@@ -298,6 +305,11 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
     def coordinator_keys(self) -> dict[str, bytes]:
         return {c.id: c.public_key for c in self.coordinators}
+
+    @property
+    def older_versions_until(self) -> datetime:
+        """Until when messages sent under an earlier version are accepted (not stale)."""
+        return self.issued_at + timedelta(hours=self.version_grace_hours)
 
     # -- editing: each returns a new, unsigned version ------------------------------------
 
@@ -381,6 +393,13 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             raise InvalidEdit(f"breakdowns must be 'country' or 'partner', not {breakdowns!r}")
         return self._next(issued_at, breakdowns=breakdowns)
 
+    def set_version_grace(
+        self, hours: int, *, issued_at: datetime | None = None
+    ) -> RegionDocument:
+        if not 0 <= hours <= MAX_GRACE_HOURS:
+            raise InvalidEdit(f"the version grace must be 0 to {MAX_GRACE_HOURS} hours, not {hours}")
+        return self._next(issued_at, version_grace_hours=hours)
+
     def renew(self, expires_at: datetime, *, issued_at: datetime | None = None) -> RegionDocument:
         _aware(expires_at, "expires_at")
         return self._next(issued_at, expires_at=expires_at)
@@ -417,6 +436,10 @@ class KeyTable:
     @property
     def issued_at(self) -> datetime:
         return self.document.issued_at
+
+    @property
+    def older_versions_until(self) -> datetime:
+        return self.document.older_versions_until
 
     def partner_key(self, partner_id: str, kid: str | bytes, at: datetime) -> bytes:
         k = self._keys.get((partner_id, kid)) if isinstance(kid, str) else None

@@ -186,6 +186,7 @@ def build_region(root: Path, passphrase: bytes, stack: contextlib.ExitStack) -> 
         threshold=2,
         coordinators=[Coordinator(c, c, k.public_key) for c, k in coordinators.items()],
         aggregator=Aggregator(AGGREGATOR_USER, aggregator.public_key),
+        version_grace_hours=24,
     )
     for node, (partner, country, name) in zip(nodes, PARTNERS, strict=True):
         doc = doc.add_partner(

@@ -70,6 +70,10 @@ from handsoff.services.natsclient import NatsTlsError, add_tls_options, tls_from
 from handsoff.services.natsclient import connect as connect_nats
 
 CONFIG_FILE = "nats-server.conf"
+# A new region's grace for messages under an earlier version: a serving node takes a new
+# version from the aggregator's announcement within seconds, so this covers a node that
+# was offline or is run by hand (`node join`) and is updated within a working day.
+DEFAULT_GRACE_HOURS = 24
 CREDENTIALS_FILE = "credentials.json"
 
 
@@ -162,6 +166,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         "aggregator": {"id": aid, "public_key": akey},
         "partners": [],
         "breakdowns": args.breakdowns,
+        "version_grace_hours": args.version_grace_hours,
     }
     try:
         doc = msgspec.convert(raw, RegionDocument)
@@ -214,6 +219,18 @@ def cmd_set_breakdowns(args: argparse.Namespace) -> int:
     doc = load_region(args.file).document
     value: Breakdowns = args.breakdowns
     _save_edit(args.file, doc, doc.set_breakdowns(value), f"breakdowns set to {value}")
+    return 0
+
+
+def cmd_set_version_grace(args: argparse.Namespace) -> int:
+    doc = load_region(args.file).document
+    new = doc.set_version_grace(args.hours)
+    _save_edit(
+        args.file,
+        doc,
+        new,
+        f"messages under earlier versions accepted for {args.hours} h after a version is issued",
+    )
     return 0
 
 
@@ -290,6 +307,7 @@ class _RegionView(msgspec.Struct):
     expires_at: datetime
     expired: bool
     breakdowns: str
+    version_grace_hours: int
     threshold: int
     coordinators: dict[str, str]  # id -> public key hex
     aggregator: dict[str, str]
@@ -309,6 +327,7 @@ def _view(signed: SignedRegion, now: datetime) -> _RegionView:
         expires_at=doc.expires_at,
         expired=now >= doc.expires_at,
         breakdowns=doc.breakdowns,
+        version_grace_hours=doc.version_grace_hours,
         threshold=doc.threshold,
         coordinators={c.id: c.public_key.hex() for c in doc.coordinators},
         aggregator={"id": doc.aggregator.id, "public_key": doc.aggregator.public_key.hex()},
@@ -343,6 +362,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     state = "EXPIRED" if view.expired else f"{(view.expires_at - now).days} days left"
     _out(f"issued {_iso(view.issued_at)}, expires {_iso(view.expires_at)} ({state})")
     _out(f"breakdowns: {view.breakdowns}")
+    _out(
+        f"messages under earlier versions accepted for {view.version_grace_hours} h "
+        "after this version is issued"
+    )
     _out(f"aggregator {view.aggregator['id']} {view.aggregator['public_key']}")
     _out(f"coordinators ({view.threshold} of {len(view.coordinators)} must sign):")
     for cid, key in view.coordinators.items():
@@ -671,6 +694,14 @@ def add_region_commands(sub: Any) -> None:
     init.add_argument("--aggregator", required=True, metavar="ID=HEXPUBKEY")
     init.add_argument("--expires-days", type=int, default=365)
     init.add_argument("--breakdowns", choices=["country", "partner"], default="country")
+    init.add_argument(
+        "--version-grace-hours",
+        type=int,
+        default=DEFAULT_GRACE_HOURS,
+        metavar="H",
+        help="after a new version is issued, messages under earlier ones are accepted for "
+        f"H hours (nodes that have not taken it yet); default {DEFAULT_GRACE_HOURS}",
+    )
     init.set_defaults(func=cmd_init)
 
     add = with_file(rs.add_parser("add-partner", help="add a partner with its node's key"))
@@ -699,6 +730,15 @@ def add_region_commands(sub: Any) -> None:
     bd = with_file(rs.add_parser("set-breakdowns", help="allow partner-level breakdowns or not"))
     bd.add_argument("--breakdowns", choices=["country", "partner"], required=True)
     bd.set_defaults(func=cmd_set_breakdowns)
+
+    grace = with_file(
+        rs.add_parser(
+            "set-version-grace",
+            help="for how long after a new version messages under earlier ones are accepted",
+        )
+    )
+    grace.add_argument("--hours", type=int, required=True)
+    grace.set_defaults(func=cmd_set_version_grace)
 
     renew = with_file(rs.add_parser("renew", help="push the expiry out"))
     renew.add_argument("--expires-days", type=int, default=365)
