@@ -220,7 +220,8 @@ def test_hub_sources_and_leaf_mappings_name_only_the_partners_own() -> None:
     mappings = leaf_mappings(REGION, "leaf-bw")
     assert all(dst == src.replace("$JS.API.", "$JS.hub.API.") for src, dst in mappings.items())
     consumers = {re.findall(r"HX_SADC_[A-Z]+\.([a-z0-9-]+)", src)[0] for src in mappings}
-    assert consumers == {"referrals-leaf-bw", "checkpoint-leaf-bw"}  # never relay-<p>
+    # never relay-<p>: a leaf's relay reads back its own server's stream
+    assert consumers == {"referrals-leaf-bw", "checkpoint-leaf-bw", "region-leaf-bw"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -626,6 +627,7 @@ async def test_a_leaf_partner_keeps_its_events_offline_and_the_hub_gets_each_onc
                 nats_user="leaf-bw",
                 nats_password_file=str(leaf_password_file),
                 publish_interval=0,
+                region_check_interval=0.5,
             ),
         )
         links.append(leaf_link)
@@ -634,6 +636,8 @@ async def test_a_leaf_partner_keeps_its_events_offline_and_the_hub_gets_each_onc
             "the relay to publish everything to the leaf",
             lambda: leaf_link.status().relay_lag == 0 and leaf_link.status().relay_position > 0,
         )
+        # (the hub is not there: its region announcements cannot be read, and it says so)
+        assert leaf_link.follower.status.last_error is not None
         first = expected_messages(leaf_node)
         password = leaf_password_file.read_text().strip()
         assert await local_count(leaf.url, "leaf-bw", password, EVENTS) == len(first)
@@ -698,6 +702,12 @@ async def test_a_leaf_partner_keeps_its_events_offline_and_the_hub_gets_each_onc
             return bool(status == ReferralStatus.ACCEPTED)
 
         await eventually("the leaf partner to see the referral accepted", accepted_at_leaf)
+        # It reads the region versions the aggregator announces on the hub, through its
+        # own server (mapped to the hub's domain), as a direct partner does.
+        await eventually(
+            "the leaf partner to read the hub's region announcements",
+            lambda: leaf_link.follower.status.last_error is None,
+        )
 
         # A checkpoint reads back what the HUB holds (mapped), so the witness can check it.
         checkpoint = await leaf_link.checkpoint_now()

@@ -475,6 +475,48 @@ async def test_a_partner_reads_back_its_own_events_only(server: Server) -> None:
         assert await violation_count(errors, refused) == refused
 
 
+async def test_a_partner_reads_the_region_announcements_and_no_other_aggregates(
+    server: Server,
+) -> None:
+    async with connect(server, "aggregator", []) as agg:
+        js = agg.jetstream(timeout=TIMEOUT)
+        await js.publish(subjects.region_taken(REGION), b"announcement", stream=AGGREGATES)
+        await js.publish(subjects.aggregates(REGION, "incidents"), b"release", stream=AGGREGATES)
+    errors: list[str] = []
+    async with connect(server, "p1", errors) as nc:
+        js = nc.jetstream(timeout=TIMEOUT)
+        name = subjects.region_consumer("p1")
+        config = ConsumerConfig(
+            name=name,
+            filter_subject=subjects.region_taken(REGION),
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,
+            mem_storage=True,
+        )
+        info = await js.add_consumer(AGGREGATES, config)
+        sub = await js.pull_subscribe_bind(name, stream=AGGREGATES)
+        msgs = await sub.fetch(info.num_pending or 1, timeout=2)
+        assert msgs
+        assert {m.subject for m in msgs} == {subjects.region_taken(REGION)}
+        await sub.unsubscribe()
+        assert await js.delete_consumer(AGGREGATES, name)
+        assert errors == []
+        # Its consumer over the statements, p2's consumer, or the stream read directly: refused.
+        attempts = [
+            js.add_consumer(AGGREGATES, ConsumerConfig(
+                name=name, filter_subject=subjects.all_aggregates(REGION),
+                ack_policy=AckPolicy.NONE)),
+            js.add_consumer(AGGREGATES, ConsumerConfig(
+                name=subjects.region_consumer("p2"),
+                filter_subject=subjects.region_taken(REGION), ack_policy=AckPolicy.NONE)),
+            js.get_last_msg(AGGREGATES, subjects.aggregates(REGION, "incidents")),
+        ]
+        outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        assert [type(o) for o in outcomes] == [nats.errors.TimeoutError] * 3
+        assert await violation_count(errors, 3) == 3
+
+
 async def test_the_aggregator_reads_but_cannot_destroy(server: Server) -> None:
     errors: list[str] = []
     async with connect(server, "aggregator", errors) as nc:

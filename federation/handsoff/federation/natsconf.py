@@ -18,6 +18,10 @@ do is what nats-server enforces, not what a client promises:
 - read back its own stored events through `relay-<partner>` on the events stream (what the
   relay does after a failure, to publish exactly once), filtered to its own events, and
   through `checkpoint-<partner>` (what it checkpoints: federation/checkpoints.py);
+- read the aggregator's announcements of the region versions it takes through
+  `region-<partner>` on the aggregates stream, filtered to `hx.<region>.aggregates._region`
+  (what a serving node takes new versions from: services/node/follow.py); the statements
+  beside them are the region's published figures, but a partner has no need of them;
 - never publish on `hx.<region>.witness.>`: the aggregator's cosignatures of checkpoints;
 - receive replies only on its own inbox prefix `_INBOX_<partner>`, so PubAcks stay private.
 
@@ -181,6 +185,7 @@ def partner_permissions(doc: RegionDocument, partner_id: str) -> tuple[list[str]
     referrals = _api(subjects.referrals_stream(region), subjects.referrals_consumer(partner_id))
     relay = _api(subjects.events_stream(region), subjects.relay_consumer(partner_id))
     readback = _api(subjects.events_stream(region), subjects.checkpoint_consumer(partner_id))
+    follow = _api(subjects.aggregates_stream(region), subjects.region_consumer(partner_id))
     publish = [
         *partner.publish,
         # its referrals: its own durable pull consumer, filtered to referrals addressed to it
@@ -198,6 +203,11 @@ def partner_permissions(doc: RegionDocument, partner_id: str) -> tuple[list[str]
         readback["info"],
         readback["next"],
         readback["delete"],
+        # the region versions the aggregator announces, no acks either
+        f"{follow['create']}.{subjects.region_taken(region)}",
+        follow["info"],
+        follow["next"],
+        follow["delete"],
     ]
     return publish, [f"{subjects.inbox_prefix(partner_id)}.>"]
 
@@ -222,6 +232,7 @@ def aggregator_permissions(doc: RegionDocument) -> tuple[list[str], list[str], l
             (subjects.referrals_stream(region), subjects.referrals_consumer(p.id)),
             (subjects.events_stream(region), subjects.relay_consumer(p.id)),
             (subjects.events_stream(region), subjects.checkpoint_consumer(p.id)),
+            (subjects.aggregates_stream(region), subjects.region_consumer(p.id)),
         ):
             deny += [
                 f"$JS.API.CONSUMER.*.{stream}.{consumer}",

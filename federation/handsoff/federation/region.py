@@ -393,11 +393,11 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             raise InvalidEdit(f"breakdowns must be 'country' or 'partner', not {breakdowns!r}")
         return self._next(issued_at, breakdowns=breakdowns)
 
-    def set_version_grace(
-        self, hours: int, *, issued_at: datetime | None = None
-    ) -> RegionDocument:
+    def set_version_grace(self, hours: int, *, issued_at: datetime | None = None) -> RegionDocument:
         if not 0 <= hours <= MAX_GRACE_HOURS:
-            raise InvalidEdit(f"the version grace must be 0 to {MAX_GRACE_HOURS} hours, not {hours}")
+            raise InvalidEdit(
+                f"the version grace must be 0 to {MAX_GRACE_HOURS} hours, not {hours}"
+            )
         return self._next(issued_at, version_grace_hours=hours)
 
     def renew(self, expires_at: datetime, *, issued_at: datetime | None = None) -> RegionDocument:

@@ -140,6 +140,12 @@ def checkpoint_consumer(partner: str) -> str:
     return f"checkpoint-{token(partner)}"
 
 
+def region_consumer(partner: str) -> str:
+    """The short-lived consumer a node uses to read the aggregator's announcements of the
+    region versions it takes (on the aggregates stream, filtered to `region_taken`)."""
+    return f"region-{token(partner)}"
+
+
 def referrals_stream(region: str) -> str:
     return _stream_name(region, "REFERRALS")
 

@@ -32,14 +32,17 @@ its own server, same user and password): the relay publishes to, and reads back 
 leaf's stream of the same name. Two reads must see the hub rather than the leaf, and the
 leaf's account maps them there (subject mappings to `$JS.hub.API`): the partner's referral
 inbox (durable consumer `referrals-<partner>` on the hub's referrals stream; only while
-connected) and the checkpoint read-back (consumer `checkpoint-<partner>` on the hub's events
-stream, so a checkpoint covers only what the hub holds, which is what the witness checks).
+connected), the checkpoint read-back (consumer `checkpoint-<partner>` on the hub's events
+stream, so a checkpoint covers only what the hub holds, which is what the witness checks)
+and the aggregator's announcements of region versions (consumer `region-<partner>` on the
+hub's aggregates stream, filtered to `hx.<r>.aggregates._region`).
 
 What a leaf may do on the hub is what the hub's `leaf_<partner>` user allows, whatever the
 partner's own server says: deliver sourced messages (`$JS.S.>`) and answer the hub's API
-requests (`$JSC.R.>`); its referral and checkpoint consumers with the same subject-filtered
-create as a direct partner; nothing on `hx.>`. It receives the hub's requests for its own
-domain, flow control and replies on its own inbox; never other partners' messages.
+requests (`$JSC.R.>`); its referral, checkpoint and region consumers with the same
+subject-filtered create as a direct partner; nothing on `hx.>`. It receives the hub's
+requests for its own domain, flow control and replies on its own inbox; never other
+partners' messages.
 """
 
 from __future__ import annotations
@@ -176,12 +179,18 @@ def _hub_reads(region: str, partner: str) -> list[tuple[str, str, str]]:
             subjects.checkpoint_consumer(partner),
             subjects.events_of(region, partner),
         ),
+        (
+            subjects.aggregates_stream(region),
+            subjects.region_consumer(partner),
+            subjects.region_taken(region),
+        ),
     ]
 
 
 def leaf_mappings(region: str, partner: str) -> dict[str, str]:
     """Subject mappings of the leaf's account: the node's own JetStream API requests for its
-    referral inbox and its checkpoint read-back go to the hub's domain."""
+    referral inbox, its checkpoint read-back and its look at the region versions announced
+    go to the hub's domain."""
     hub = f"$JS.{HUB_DOMAIN}.API"
     out: dict[str, str] = {}
     for stream, consumer, _ in _hub_reads(region, partner):

@@ -120,6 +120,17 @@ class NodeCollector:
             "messages that this log does not make (restored from a backup?)",
             value=1 if s.relay_blocked else 0,
         )
+        yield GaugeMetricFamily(
+            "handsoff_node_region_version",
+            "The region version this node holds (and the relay signs under)",
+            value=s.region_version or 0,
+        )
+        yield GaugeMetricFamily(
+            "handsoff_node_region_error",
+            "1 if the last look at the region versions the aggregator announces could not "
+            "be made or left a newer version untaken (see region_error in /status)",
+            value=1 if s.region_error else 0,
+        )
         yield CounterMetricFamily(
             "handsoff_node_relay_published",
             "Shared messages published since this process started",

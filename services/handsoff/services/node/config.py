@@ -55,6 +55,9 @@ class FederationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     # Seconds between signed checkpoints of what the node has published (issue #6), each only
     # if something new was published (0: one after every publishing round: tests, demos).
     checkpoint_interval: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    # Seconds between looks at the region versions the aggregator announces (a newer one is
+    # taken at once: services/node/follow.py); a look is one short request.
+    region_check_interval: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     # TLS to the region's NATS (`node join --nats-ca ...`); None: plain, unless tls:// URLs
     nats_tls: NatsTls | None = None
 

@@ -21,13 +21,20 @@ from handsoff.federation.checkpoints import Checkpoint
 from handsoff.federation.natsconf import server_urls
 from handsoff.federation.policy import SharePolicy
 from handsoff.federation.pseudonyms import Pseudonymiser
-from handsoff.federation.region import RegionDocument, accept, load_region, save_region
+from handsoff.federation.region import (
+    RegionDocument,
+    SignedRegion,
+    accept,
+    load_region,
+    save_region,
+)
 from handsoff.federation.relay import Relay, RelaySettings
 from handsoff.services.errors import ConfigError
 from handsoff.services.natsclient import NatsTlsError, connect
 from handsoff.services.node.checkpointer import FILE as CHECKPOINTS_FILE
 from handsoff.services.node.checkpointer import Checkpointer, CheckpointError
 from handsoff.services.node.config import FederationSettings
+from handsoff.services.node.follow import RegionFollower
 from handsoff.services.node.node import Node
 from handsoff.services.node.outbox import LogSource, TrackedPosition
 from handsoff.services.node.persistence import store_env
@@ -55,6 +62,9 @@ class LinkStatus(msgspec.Struct, frozen=True):
     # Why the relay stopped sharing (the region's stream holds this partner's messages that
     # this log does not make: a restore from a backup?); recording goes on. Until a restart.
     relay_blocked: str | None = None
+    # Why the last look at the aggregator's region announcements took nothing new although
+    # there was something to take (or could not look); None when all is well.
+    region_error: str | None = None
 
 
 def held_region(node: Node) -> RegionDocument:
@@ -65,7 +75,12 @@ def held_region(node: Node) -> RegionDocument:
 
 def join_region(node: Node, region_file: Any, now: datetime | None = None) -> RegionDocument:
     """Accepts a signed region document (newer than the held one) and keeps a copy."""
-    candidate = load_region(region_file)
+    return take_region(node, load_region(region_file), now)
+
+
+def take_region(node: Node, candidate: SignedRegion, now: datetime | None = None) -> RegionDocument:
+    """`join_region` for a document already read (from a file, or as the aggregator
+    announced it): accepted against the held version, and listing this node's key."""
     held = held_region(node) if node.paths.region.exists() else None
     doc = accept(candidate, held=held, now=now or datetime.now(UTC))
     partner = doc.partner(node.config.partner)  # raises if this node is not a member
@@ -106,6 +121,13 @@ class NodeLink:
             node.paths.data / CHECKPOINTS_FILE,
             interval=settings.checkpoint_interval,
         )
+        self.follower = RegionFollower(
+            self.region.region,
+            node.config.partner,
+            lambda: self.region,
+            self._take,
+            interval=settings.region_check_interval,
+        )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
@@ -131,7 +153,15 @@ class NodeLink:
             checkpoint_root=self.checkpoints.status.root,
             checkpoint_error=self.checkpoints.status.last_error,
             relay_blocked=s.blocked,
+            region_error=self.follower.status.last_error,
         )
+
+    def _take(self, candidate: SignedRegion) -> RegionDocument:
+        """A newer version announced: kept (the node's region file), then used by the relay
+        from its next batch and by referrals from the next package."""
+        doc = take_region(self.node, candidate)
+        self.region = self.referrals.region = doc
+        return doc
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="handsoff-relay")
@@ -159,7 +189,10 @@ class NodeLink:
         if self._nc is None:
             return
         js = self._nc.jetstream()
+        # every version announced while this node was away, before anything is sent
+        await self.follower.catch_up(js)
         await asyncio.gather(
+            self.follower.run(js, self._stop),
             self.relay.run(js, self._stop),
             self.referrals.send_loop(js, self._stop),
             self.referrals.receive_loop(js, self._stop),

@@ -1,0 +1,145 @@
+"""A serving node takes each newer region version the aggregator announces.
+
+    hx.<r>.aggregates._region (HX_<R>_AGGREGATES; the aggregator's RegionTaken, each
+    carrying the signed region file it took) --(consumer "region-<partner>", after the last
+    announcement read)--> open_taken (the aggregator's signature over what it says)
+        --> take (services/node/link.py: `accept` against the version held, i.e. the
+            threshold of the HELD version's coordinators, and this node's key listed)
+        --> the node's region file replaced; the relay signs under the new version from its
+            next batch; referrals encrypt to the new version's keys
+
+Why: a node that takes a new version late has what it sends under the old one refused as
+`stale_region` once the new version's grace has passed, so its consented events would not
+count. With the announcements a connected node is at most one `interval` behind the
+aggregator, and a node that was offline takes every version it missed, in order, before its
+relay sends anything (NodeLink runs `catch_up` first).
+
+The aggregator is not trusted for the document: only the coordinators' signatures, checked
+as a chain from the version held, decide. An announcement that does not verify, a version
+that cannot be accepted (signatures, expiry, this node's key missing) is skipped and said
+in `status.last_error`; the version held stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from handsoff.federation import announcements, subjects
+from handsoff.federation.errors import FederationError
+from handsoff.federation.region import RegionDocument, SignedRegion
+from handsoff.services.errors import ServiceError
+
+log = logging.getLogger("handsoff.follow")
+
+
+@dataclass
+class FollowStatus:
+    read_seq: int = 0  # the aggregates stream sequence of the last announcement read
+    taken: int = 0  # versions taken by this process
+    last_error: str | None = None
+
+
+class RegionFollower:
+    """Reads the aggregator's announcements and takes every newer version, in order."""
+
+    def __init__(
+        self,
+        region: str,
+        partner: str,
+        held: Callable[[], RegionDocument],
+        take: Callable[[SignedRegion], RegionDocument],
+        *,
+        interval: float = 30.0,
+        fetch_timeout: float = 5.0,
+    ) -> None:
+        self.region = region
+        self.partner = partner
+        self.held = held
+        self.take = take
+        self.interval = interval
+        self.fetch_timeout = fetch_timeout
+        self.status = FollowStatus()
+
+    async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.catch_up(js)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+
+    async def catch_up(self, js: JetStreamContext) -> int:
+        """Reads the announcements made since the last read and takes each newer version;
+        returns how many it took. Never raises for NATS or a bad announcement: says it in
+        `status.last_error` (the relay goes on under the version held)."""
+        try:
+            read = await self._read(js)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            self.status.last_error = (
+                f"region announcements not read: {type(e).__name__}: {e} (a NATS "
+                "configuration older than this release does not let partners read them: "
+                "`handsoff region nats-config` writes one that does)"
+            )
+            log.warning("follow: %s", self.status.last_error)
+            return 0
+        taken, error, retry_from = 0, None, None
+        for seq, data in read:
+            try:
+                opened = announcements.open_taken(data, self.region)
+                if opened.version <= self.held().version:
+                    continue
+                doc = self.take(opened.region)
+            except (FederationError, ServiceError) as e:
+                # read again next time (a clock behind, a file not writable): what was
+                # taken meanwhile makes it "not newer" then, never taken twice
+                error = f"region version not taken: {e}"
+                retry_from = seq if retry_from is None else retry_from
+                log.warning("follow: %s", error)
+                continue
+            taken += 1
+            log.info("follow: took region %s version %d", self.region, doc.version)
+        if read:
+            self.status.read_seq = (retry_from - 1) if retry_from is not None else read[-1][0]
+        self.status.taken += taken
+        self.status.last_error = error
+        return taken
+
+    async def _read(self, js: JetStreamContext) -> list[tuple[int, bytes]]:
+        """(stream sequence, data) of every announcement after `status.read_seq`."""
+        stream = subjects.aggregates_stream(self.region)
+        name = subjects.region_consumer(self.partner)
+        start = self.status.read_seq + 1
+        config = ConsumerConfig(
+            name=name,
+            filter_subject=subjects.region_taken(self.region),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,
+            mem_storage=True,
+        )
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(stream, name)
+        info = await js.add_consumer(stream, config, timeout=self.fetch_timeout)
+        out: list[tuple[int, bytes]] = []
+        try:
+            remaining = info.num_pending or 0
+            sub = await js.pull_subscribe_bind(name, stream=stream)
+            try:
+                while remaining > 0:
+                    msgs = await sub.fetch(min(remaining, 64), timeout=self.fetch_timeout)
+                    out += [(m.metadata.sequence.stream, m.data) for m in msgs]
+                    remaining -= len(msgs)
+            finally:
+                await sub.unsubscribe()
+        finally:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await js.delete_consumer(stream, name)
+        return sorted(out)

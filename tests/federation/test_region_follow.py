@@ -1,0 +1,208 @@
+"""A serving node takes each newer region version the aggregator announces
+(services/node/follow.py), and what a node sent under the version before, within the new
+version's grace, still counts.
+
+Real nodes, a real aggregator (tests/aggregator/aggregator_worker.py) and a real
+nats-server; the coordinators hand a new version to the aggregator only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import pytest
+
+from auditor.test_history_audit import _aggregate, _sign, relay
+from handsoff.federation import announcements, subjects
+from handsoff.federation.natsconf import ensure_streams
+from handsoff.federation.region import SignedRegion, save_region, sign_region
+from handsoff.keys import KdfStrength
+from handsoff.services.aggregator.ingest import IngestStore
+from handsoff.services.aggregator.service import AggregatorPaths, init_aggregator, take_region
+from handsoff.services.auditor.region import StreamMessage, audit_region, read_streams
+from handsoff.services.natsserver import EmbeddedNats
+from handsoff.services.node.config import FederationSettings
+from handsoff.services.node.link import NodeLink, held_region, join_region
+from handsoff.services.node.node import Node
+from relay_support import record_stories
+from support import PASSPHRASE, RegionKit, eventually, make_node
+
+
+class Region:
+    """Two partner nodes and the aggregator on one version (`base`), everything relayed and
+    released."""
+
+    def __init__(self, tmp_path: Path, url: str) -> None:
+        self.tmp, self.url = tmp_path, url
+        self.nodes = [make_node(tmp_path / p, p, c) for p, c in (("p1", "BW"), ("p2", "ZA"))]
+        self.agg = tmp_path / "aggregator"
+        self.paths = AggregatorPaths(self.agg)
+        self.kit = RegionKit(
+            self.nodes, aggregator=init_aggregator(self.agg, PASSPHRASE, KdfStrength.INTERACTIVE)
+        )
+        self.v1 = self.kit.signed
+        self.base = self.v1.document.version
+        v1_file = self.kit.save(tmp_path / "region-v1.json")
+        for n in self.nodes:
+            join_region(n, v1_file)
+        take_region(self.paths, v1_file)
+
+    async def start(self) -> None:
+        nc = await nats.connect(self.url)
+        try:
+            await ensure_streams(nc.jetstream(), "sadc")
+        finally:
+            await nc.close()
+        for seed, n in enumerate(self.nodes, 1):
+            record_stories(n, seed, 3)
+        await relay(self.nodes, self.url)
+        await _aggregate(self.agg, self.url)  # announces `base`; release 1
+
+    def issue(self, grace_hours: int) -> SignedRegion:
+        """The next version, issued now with the grace given, signed; the aggregator takes
+        it at its next start (and announces it then)."""
+        now = datetime.now(UTC)
+        v2 = _sign(self.kit, self.kit.document.set_version_grace(grace_hours, issued_at=now))
+        save_region(self.tmp / "region-v2.json", v2)
+        take_region(self.paths, self.tmp / "region-v2.json")
+        return v2
+
+    async def events(self) -> list[StreamMessage]:
+        nc = await nats.connect(self.url)
+        try:
+            return (await read_streams(nc.jetstream(), "sadc"))[0]
+        finally:
+            await nc.close()
+
+
+def serving(node: Node, url: str) -> NodeLink:
+    return NodeLink(
+        node,
+        FederationSettings(
+            nats_url=url,
+            nats_user="x",
+            publish_interval=0,
+            checkpoint_interval=0,
+            region_check_interval=0.2,
+        ),
+    )
+
+
+async def test_a_serving_node_takes_each_version_the_aggregator_announces(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    region = Region(tmp_path, nats_server.url)
+    await region.start()
+    p1 = region.nodes[0]
+    links = [serving(n, nats_server.url) for n in region.nodes]
+    try:
+        for link in links:
+            await link.start()
+        await eventually("both links connected", lambda: all(
+            link.status().connected for link in links), 30)
+        base = region.base
+        assert [link.status().region_version for link in links] == [base, base]
+
+        # The coordinators hand the next version to the aggregator only; it announces it when it
+        # starts; every serving node takes it on its own, and keeps the file.
+        v2 = region.issue(grace_hours=24)
+        await _aggregate(region.agg, nats_server.url)
+        await eventually("both nodes on the next version", lambda: all(
+            link.status().region_version == base + 1 for link in links), 30)
+        assert [held_region(n).version for n in region.nodes] == [base + 1] * 2
+        assert all(link.status().region_error is None for link in links)
+
+        # What they send from now on is under the new version.
+        before = len(await region.events())
+        record_stories(p1, 11, 3)
+        await eventually("p1's new events relayed", lambda: links[0].status().relay_lag == 0, 30)
+        new = (await region.events())[before:]
+        assert new
+        assert {m.headers["Hx-Region"] for m in new} == {str(base + 1)}
+        await _aggregate(region.agg, nats_server.url)
+
+        nc = await nats.connect(nats_server.url)
+        try:
+            report = await audit_region(nc.jetstream(), [region.v1])
+        finally:
+            await nc.close()
+        assert report.findings == [], report.findings
+        assert {c.name: c.checked for c in report.checks}["announcements"] == 2
+
+        # A version the aggregator announces but only one coordinator signed: not taken,
+        # and the node says why; the version held stays.
+        v3 = SignedRegion.unsigned(v2.document.set_version_grace(48))
+        v3 = sign_region(v3, "c1", region.kit.coordinators["c1"])
+        forged = announcements.sign(announcements.announcement(v3, len(new)), region.kit.aggregator)
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().publish(subjects.region_taken("sadc"), forged)
+        finally:
+            await nc.close()
+        await eventually("the refusal reported", lambda: all(
+            link.status().region_error for link in links), 30)
+        for link, n in zip(links, region.nodes, strict=True):
+            error = link.status().region_error
+            assert error is not None
+            assert f"version {base + 2} carries 1 valid signature(s) of the 2 needed" in error
+            assert link.status().region_version == base + 1
+            assert held_region(n).version == base + 1
+    finally:
+        for link in links:
+            await link.stop()
+
+
+@pytest.mark.parametrize("grace_hours", [24, 0])
+async def test_what_a_node_sent_under_the_version_before_counts_within_the_grace(
+    tmp_path: Path, nats_server: EmbeddedNats, grace_hours: int
+) -> None:
+    """p2 sends under the version it holds after the next was issued (it could not know:
+    the aggregator had not announced it yet); the aggregator then takes the next and judges
+    those messages under it. Within the grace they count and the audit is clean; with no
+    grace they are quarantined as stale, and the audit names each one."""
+    region = Region(tmp_path, nats_server.url)
+    await region.start()
+    p1, p2 = region.nodes
+    region.issue(grace_hours)
+    before = len(await region.events())
+    record_stories(p2, 21, 3)
+    await relay([p2], nats_server.url)
+    late = (await region.events())[before:]
+    assert late
+    assert {m.headers["Hx-Region"] for m in late} == {str(region.base)}
+
+    await _aggregate(region.agg, nats_server.url)  # announces the next, ingests under it
+    events = await region.events()
+    store = IngestStore(region.paths.store)
+    try:
+        if grace_hours:
+            assert store.accepted_count() == len(events)
+            assert store.rejected_by_reason() == {}
+        else:
+            assert store.accepted_count() == len(events) - len(late)
+            assert store.rejected_by_reason() == {"stale_region": len(late)}
+    finally:
+        store.close()
+    nc = await nats.connect(nats_server.url)
+    try:
+        report = await audit_region(nc.jetstream(), [region.v1])
+    finally:
+        await nc.close()
+    if grace_hours:
+        assert report.findings == [], report.findings
+    else:
+        assert {(f.check, f.reason) for f in report.findings} == {("signatures", "stale_region")}
+        assert len(report.findings) == len(late)
+        assert all("grace" not in f.detail for f in report.findings)
+
+    # Relaying again, p2 first takes the new version from the announcement, then sends
+    # under it.
+    record_stories(p2, 31, 2)
+    await relay([p2], nats_server.url)
+    newest = (await region.events())[len(events):]
+    assert newest
+    assert {m.headers["Hx-Region"] for m in newest} == {str(region.base + 1)}
+    assert held_region(p2).version == region.base + 1
+    assert held_region(p1).version == region.base  # not serving: still the file it was given
+    assert datetime.now(UTC) - timedelta(hours=1) < held_region(p2).issued_at
