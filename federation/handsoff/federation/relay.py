@@ -15,6 +15,11 @@ same payloads. Anything else (a node restored from a backup, whose numbers the r
 already holds for events this log no longer has; a second node relaying as the same
 partner) would make it drop new events as "already stored" or contradict published ones,
 so the relay stops sharing (RelayBlocked) and says why; the node goes on recording.
+
+After a restore the operator resumes sharing (`handsoff node resume-sharing`,
+services/node/resume.py): the numbers the stream holds for events the log lost are a
+`NumberGap`, recorded in the node's signed admin log, and every message made from a
+notification after it is numbered past it, so no number is ever used for two payloads.
 """
 
 from __future__ import annotations
@@ -45,6 +50,12 @@ from handsoff.keys import SigningKey
 log = logging.getLogger("handsoff.relay")
 
 
+_WHY = (
+    "restored from a backup (then stop the node and run `handsoff node resume-sharing`), "
+    "or another node relaying as this partner?"
+)
+
+
 class RelayBlocked(FederationError):
     """The region's stream holds messages of this partner that this node's log does not
     make: sharing stops until someone looks (docs/operations.md, restoring a node)."""
@@ -61,6 +72,25 @@ class Change(NamedTuple):
 class Position(NamedTuple):
     notification_id: int  # every message made from notifications up to here is acknowledged
     stream_seq: int  # stream sequence of the last acknowledged message (0: none yet)
+
+
+class NumberGap(NamedTuple):
+    """Message numbers `first_lost..last_lost` are in the region's stream for events this
+    node's log no longer has (lost with a restore); messages made from notifications after
+    `after_notification` are numbered past them."""
+
+    after_notification: int
+    first_lost: int
+    last_lost: int
+
+    @property
+    def size(self) -> int:
+        return self.last_lost - self.first_lost + 1
+
+
+def number_offset(gaps: Sequence[NumberGap], notification_id: int) -> int:
+    """How far past its count a message made from this notification is numbered."""
+    return sum(g.size for g in gaps if notification_id > g.after_notification)
 
 
 class ChangeSource(Protocol):
@@ -118,8 +148,10 @@ class Relay:
         policy: SharePolicy,
         source: ChangeSource,
         store: PositionStore,
+        gaps: Sequence[NumberGap] = (),
     ) -> None:
         self.settings = settings
+        self.gaps = tuple(gaps)
         self.signer = signer
         self.policy = policy
         self.source = source
@@ -158,14 +190,16 @@ class Relay:
         subject_of: dict[type, str] = {}
         process = self.policy.process_encoded
         out: list[Outgoing] = []
+        gaps = self.gaps
         for c in page:
+            offset = number_offset(gaps, c.notification_id) if gaps else 0
             for shared, payload in process(c.case_id, c.change):
                 self._numbered += 1
                 subject = subject_of.get(type(shared))
                 if subject is None:
                     kind = kind_of(type(shared))
                     subject = subject_of[type(shared)] = subjects.events(s.region, s.partner, kind)
-                msg_id = message_id(s.partner, self._numbered)
+                msg_id = message_id(s.partner, self._numbered + offset)
                 headers = seal_headers(signer, subject, msg_id, payload, version)
                 out.append(Outgoing(c.notification_id, subject, msg_id, payload, headers))
         self.status.head = max(self.status.head, page[-1].notification_id)
@@ -267,19 +301,17 @@ class Relay:
         stored = await stored_payloads(
             js, self.settings.region, self.settings.partner, self._position.stream_seq
         )
-        made = {m.msg_id: _digest(m.payload) for m in batch}
+        made = {m.msg_id: payload_digest(m.payload) for m in batch}
         for msg_id in sorted(stored):
             if msg_id not in made:
                 raise RelayBlocked(
                     f"the region's stream holds {msg_id}, which this node's log does not make "
-                    f"next (it makes {batch[0].msg_id} to {batch[-1].msg_id}): restored from a "
-                    "backup, or another node relaying as this partner?"
+                    f"next (it makes {batch[0].msg_id} to {batch[-1].msg_id}): {_WHY}"
                 )
             if stored[msg_id][0] != made[msg_id]:
                 raise RelayBlocked(
                     f"the region's stream holds {msg_id} with another payload than this node's "
-                    "log makes under that number: restored from a backup, or another node "
-                    "relaying as this partner?"
+                    f"log makes under that number: {_WHY}"
                 )
         if stored:
             log.info(
@@ -290,7 +322,8 @@ class Relay:
         )
 
 
-def _digest(payload: bytes) -> bytes:
+def payload_digest(payload: bytes) -> bytes:
+    """What reconciling compares of a payload (stored_payloads gives the stream's)."""
     return hashlib.blake2b(payload, digest_size=16).digest()
 
 
@@ -322,7 +355,7 @@ async def stored_payloads(
                 for m in msgs:
                     if m.headers and MSG_ID in m.headers:
                         ids.setdefault(
-                            m.headers[MSG_ID], (_digest(m.data), m.metadata.sequence.stream)
+                            m.headers[MSG_ID], (payload_digest(m.data), m.metadata.sequence.stream)
                         )
                 remaining -= len(msgs)
         finally:

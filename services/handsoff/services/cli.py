@@ -197,6 +197,33 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume_sharing(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from handsoff.federation.envelope import message_id
+    from handsoff.services.node.node import NodeBusy
+    from handsoff.services.node.resume import resume_sharing_now
+
+    try:
+        with exclusive(NodePaths(args.dir)):
+            node = Node.open(args.dir, passphrase(os.environ))
+            try:
+                done = asyncio.run(resume_sharing_now(node, "handsoff node resume-sharing"))
+            finally:
+                node.close()
+    except NodeBusy:
+        raise CliError(f"node {args.dir} is serving: stop it first") from None
+    partner = node.config.partner
+    _out(
+        f"sharing resumed: {message_id(partner, done.first_lost)} to "
+        f"{message_id(partner, done.last_lost)} are in the region's stream for events this "
+        f"log no longer has; what the case log records after notification "
+        f"{done.after_notification} is numbered from {message_id(partner, done.last_lost + 1)}"
+        " (recorded in the admin log); start the node"
+    )
+    return 0
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     node = Node.open(args.dir, passphrase(os.environ))
     try:
@@ -404,6 +431,15 @@ def _add_node_commands(ns: Any) -> None:
         )
     )
     checkpoint.set_defaults(func=cmd_checkpoint)
+
+    resume = with_dir(
+        ns.add_parser(
+            "resume-sharing",
+            help="after a restore from a backup: number new messages past those the region "
+            "holds for lost events (not serving; docs/operations.md section 5)",
+        )
+    )
+    resume.set_defaults(func=cmd_resume_sharing)
 
     users = ns.add_parser("users", help="API users and their tokens")
     us = users.add_subparsers(dest="users_command", required=True)

@@ -10,19 +10,23 @@ consent  the case log replayed in order through the share policy (what the relay
            followed at once by a retraction, and after it nothing more of the case
            leaves;
 stream   (with the region's NATS) what this partner's subjects hold equals what the
-         policy says may leave, byte for byte: nothing else left the node.
+         policy says may leave, byte for byte: nothing else left the node. Numbers a
+         resumption after a restore recorded as lost (admin log, node/resume.py) are
+         reported as a warning, `lost_in_restore`: shared from events the log no longer has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from handsoff.events import CaseState, ConsentPurpose, has_consent
 from handsoff.events.state import apply
-from handsoff.federation.envelope import message_id
+from handsoff.federation.envelope import message_id, parse_message_id
+from handsoff.federation.errors import FederationError
 from handsoff.federation.policy import SharePolicy
 from handsoff.federation.pseudonyms import Pseudonymiser
+from handsoff.federation.relay import NumberGap, number_offset
 from handsoff.federation.shared import SharedRetraction, encode
 from handsoff.services.auditor.report import AuditReport, Collector
 from handsoff.services.node.node import Node
@@ -51,6 +55,7 @@ def shared_messages(node: Node, found: Collector) -> dict[str, bytes]:
     shared_any: set[UUID] = set()
     retracted: set[UUID] = set()
     out: dict[str, bytes] = {}
+    gaps = node.admin.number_gaps()
     source = LogSource(node.cases)
     position = 0
     while True:
@@ -70,8 +75,9 @@ def shared_messages(node: Node, found: Collector) -> dict[str, bytes]:
                 and has_consent(before, STATISTICS)
                 and not has_consent(state, STATISTICS)
             )
+            offset = number_offset(gaps, c.notification_id)
             for event in leaving:
-                n = len(out) + 1
+                n = len(out) + 1 + offset
                 out[message_id(partner, n)] = encode(event)
                 if isinstance(event, SharedRetraction):
                     retracted.add(c.case_id)
@@ -91,15 +97,32 @@ def shared_messages(node: Node, found: Collector) -> dict[str, bytes]:
 
 
 def compare_stream(
-    expected: Mapping[str, bytes], stored: Mapping[str, bytes], found: Collector
+    expected: Mapping[str, bytes],
+    stored: Mapping[str, bytes],
+    found: Collector,
+    gaps: Sequence[NumberGap] = (),
 ) -> None:
     """What left (the partner's messages in the stream) against what may leave."""
+    lost: dict[NumberGap, int] = {}
     for msg_id, payload in stored.items():
         found.count(STREAM)
         if msg_id not in expected:
+            gap = _lost_in(gaps, msg_id)
+            if gap is not None:
+                lost[gap] = lost.get(gap, 0) + 1
+                continue
             found.find(STREAM, "unexplained", msg_id, "in the stream, not allowed by the log")
         elif expected[msg_id] != payload:
             found.find(STREAM, "altered", msg_id, "differs from what the log allows")
+    for gap, n in lost.items():
+        found.find(
+            STREAM,
+            "lost_in_restore",
+            f"numbers {gap.first_lost} to {gap.last_lost}",
+            f"{n} message(s) shared from events this log lost with a restore (sharing resumed "
+            f"after case event {gap.after_notification}): their cases are no longer here",
+            severity="warning",
+        )
     waiting = [m for m in expected if m not in stored]
     if waiting:
         found.find(
@@ -111,10 +134,18 @@ def compare_stream(
         )
 
 
+def _lost_in(gaps: Sequence[NumberGap], msg_id: str) -> NumberGap | None:
+    try:
+        _, number = parse_message_id(msg_id)
+    except FederationError:
+        return None
+    return next((g for g in gaps if g.first_lost <= number <= g.last_lost), None)
+
+
 def audit_node(node: Node, stored: Mapping[str, bytes] | None = None) -> AuditReport:
     found = Collector()
     _verify_log(node, found)
     expected = shared_messages(node, found)
     if stored is not None:
-        compare_stream(expected, stored, found)
+        compare_stream(expected, stored, found, node.admin.number_gaps())
     return found.report("node", node.config.partner)

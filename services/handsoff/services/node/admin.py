@@ -16,6 +16,7 @@ from uuid import UUID, uuid5
 import msgspec
 from eventsourcing.persistence import IntegrityError
 
+from handsoff.federation.relay import NumberGap
 from handsoff.services.node.errors import NodeError
 from handsoff.services.node.store import Recorded, SealedApplication
 
@@ -76,11 +77,31 @@ class UserRevoked(
     revoked_at: UTCDateTime
 
 
+class RelaySharingResumed(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+    tag="relay_sharing_resumed/1",
+):
+    """After a restore from a backup: the region's stream holds this partner's messages
+    `first_lost..last_lost` for events the log lost; messages made from case-log
+    notifications after `after_notification` are numbered past them (relay.NumberGap).
+    `stream_seq`: the stream's last message of this partner when sharing resumed."""
+
+    after_notification: Annotated[int, msgspec.Meta(ge=0)]
+    first_lost: Annotated[int, msgspec.Meta(ge=1)]
+    last_lost: Annotated[int, msgspec.Meta(ge=1)]
+    stream_seq: Annotated[int, msgspec.Meta(ge=1)]
+    resumed_at: UTCDateTime
+
+
 ADMIN_TOPICS: dict[str, type[msgspec.Struct]] = {
     "handsoff.admin:node_initialised/1": NodeInitialised,
     "handsoff.admin:node_key_rotated/1": NodeKeyRotated,
     "handsoff.admin:user_added/1": UserAdded,
     "handsoff.admin:user_revoked/1": UserRevoked,
+    "handsoff.admin:relay_sharing_resumed/1": RelaySharingResumed,
 }
 
 
@@ -141,6 +162,7 @@ def user_aggregate_id(name: str) -> UUID:
 
 
 KEYS_AGGREGATE_ID = uuid5(_NAMESPACE, "node-keys")
+RELAY_AGGREGATE_ID = uuid5(_NAMESPACE, "relay")
 
 
 class AdminLog(SealedApplication):
@@ -151,6 +173,7 @@ class AdminLog(SealedApplication):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.users: dict[str, User] = {}
+        self._resumptions: list[RelaySharingResumed] = []
         self._by_token: dict[str, str] = {}
         self._versions: dict[UUID, int] = {}
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -166,6 +189,21 @@ class AdminLog(SealedApplication):
             self._by_token[change.token_hash] = change.name
         elif isinstance(change, UserRevoked):
             self.users[change.name] = msgspec.structs.replace(self.users[change.name], active=False)
+        elif isinstance(change, RelaySharingResumed):
+            self._resumptions.append(change)
+
+    def resumptions(self) -> list[RelaySharingResumed]:
+        """Every resumption of sharing after a restore, in order (node/resume.py)."""
+        with self.lock:
+            self.refresh()
+            return list(self._resumptions)
+
+    def number_gaps(self) -> list[NumberGap]:
+        """The relay's message-number gaps, one per resumption, in order."""
+        return [
+            NumberGap(r.after_notification, r.first_lost, r.last_lost)
+            for r in self.resumptions()
+        ]
 
     def _write(self, aggregate_id: UUID, change: msgspec.Struct, by: str) -> None:
         with self.lock:
@@ -183,6 +221,9 @@ class AdminLog(SealedApplication):
 
     def key_rotated(self, change: NodeKeyRotated, by: str) -> None:
         self._write(KEYS_AGGREGATE_ID, change, by)
+
+    def sharing_resumed(self, change: RelaySharingResumed, by: str) -> None:
+        self._write(RELAY_AGGREGATE_ID, change, by)
 
     def add_user(self, name: str, role: Role, by: str) -> str:
         """Adds a user and returns their token; only its hash is stored."""

@@ -34,6 +34,7 @@ from handsoff.services.natsclient import NatsTlsError, connect
 from handsoff.services.node.checkpointer import FILE as CHECKPOINTS_FILE
 from handsoff.services.node.checkpointer import Checkpointer, CheckpointError
 from handsoff.services.node.config import FederationSettings
+from handsoff.services.node.errors import NodeError
 from handsoff.services.node.follow import RegionFollower
 from handsoff.services.node.node import Node
 from handsoff.services.node.outbox import LogSource, TrackedPosition
@@ -112,6 +113,7 @@ class NodeLink:
             policy=SharePolicy(node.config.partner, Pseudonymiser(node.pseudonym_key)),
             source=LogSource(node.cases),
             store=self.position,
+            gaps=node.admin.number_gaps(),  # resumptions after restores (node/resume.py)
         )
         self.referrals = ReferralLink(node, self.region)
         self.checkpoints = Checkpointer(
@@ -240,16 +242,18 @@ class NodeLink:
         self.relay.status.last_error = str(e)
 
 
-async def publish_checkpoint(node: Node) -> Checkpoint:
-    """One signed checkpoint of what the node has published, now (`handsoff node
-    checkpoint`, the node not serving: a serving node publishes its own, and one on demand
-    through `POST /checkpoint`)."""
+class RegionUnreachable(NodeError):
+    """The region's NATS cannot be reached now (a command run while not serving)."""
+
+
+async def connect_once(node: Node) -> Client:
+    """One connection to the region's NATS, for a command run while the node is not serving
+    (no reconnection); RegionUnreachable if it cannot be made."""
     settings = node.config.federation
     if settings is None:
         raise ConfigError(f"{node.paths.root} has not joined a region (`handsoff node join`)")
-    region = held_region(node)
     try:
-        nc = await connect(
+        return await connect(
             settings.nats_url,
             settings.nats_tls,
             user=settings.nats_user,
@@ -260,7 +264,15 @@ async def publish_checkpoint(node: Node) -> Checkpoint:
             name=node.config.partner,
         )
     except (nats.errors.Error, OSError, NatsTlsError) as e:
-        raise CheckpointError(f"cannot reach NATS at {settings.nats_url}: {e}") from None
+        raise RegionUnreachable(f"cannot reach NATS at {settings.nats_url}: {e}") from None
+
+
+async def publish_checkpoint(node: Node) -> Checkpoint:
+    """One signed checkpoint of what the node has published, now (`handsoff node
+    checkpoint`, the node not serving: a serving node publishes its own, and one on demand
+    through `POST /checkpoint`)."""
+    region = held_region(node)
+    nc = await connect_once(node)
     checkpointer = Checkpointer(
         region.region,
         node.config.partner,
