@@ -55,7 +55,7 @@ from handsoff.services.natsserver import EmbeddedNats, free_port
 from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, join_region
 from handsoff.services.node.node import Node
-from relay_support import expected_messages, record_stories
+from relay_support import Cable, expected_messages, record_stories
 from support import T0, RegionKit, eventually, incident, make_node, signed_region
 
 REGION = "sadc"
@@ -498,54 +498,6 @@ def refer_to(node: Node, receiver: str, marker: str) -> Any:
         "pat",
     )
     return state.case_id
-
-
-class Cable:
-    """The partner's internet line: a TCP relay from the leaf to the hub's leaf port that
-    the test can cut (every connection dropped, new ones refused) and mend."""
-
-    def __init__(self, target_port: int) -> None:
-        self.port = free_port()
-        self.target_port = target_port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def mend(self) -> None:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for w in list(self._writers):
-            w.transport.abort()
-        self._writers.clear()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-        for a, b in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(a, b))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.transport.abort()
 
 
 def leaf_connections(monitor_port: int) -> int:

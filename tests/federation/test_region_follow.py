@@ -25,7 +25,7 @@ from handsoff.services.natsserver import EmbeddedNats
 from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, held_region, join_region
 from handsoff.services.node.node import Node
-from relay_support import record_stories
+from relay_support import Cable, record_stories
 from support import PASSPHRASE, RegionKit, eventually, make_node
 
 
@@ -206,3 +206,55 @@ async def test_what_a_node_sent_under_the_version_before_counts_within_the_grace
     assert held_region(p2).version == region.base + 1
     assert held_region(p1).version == region.base  # not serving: still the file it was given
     assert datetime.now(UTC) - timedelta(hours=1) < held_region(p2).issued_at
+
+
+async def test_a_node_back_from_an_outage_takes_the_version_announced_meanwhile_first(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """The line goes down; the node records cases (the relay builds them under the version
+    it holds and cannot send them); a version with no grace is issued and announced; the
+    line comes back. Before sending anything the relay takes the new version and seals what
+    it had built again under it: nothing is stale, everything counts."""
+    region = Region(tmp_path, nats_server.url)
+    await region.start()
+    p1 = region.nodes[0]
+    cable = Cable(nats_server.port)
+    await cable.mend()
+    link = NodeLink(
+        p1,
+        FederationSettings(
+            nats_url=f"nats://127.0.0.1:{cable.port}",
+            nats_user="x",
+            publish_interval=0,
+            checkpoint_interval=0,
+            region_check_interval=3600,  # only the relay's look after the outage can take it
+        ),
+    )
+    try:
+        await link.start()
+        await eventually("connected", lambda: link.status().connected, 30)
+        before = len(await region.events())
+        await cable.cut()
+        await eventually("the client to see the line down", lambda: not link.status().connected)
+        record_stories(p1, 51, 3)
+        await eventually("the relay to fail", lambda: link.relay.status.last_error is not None, 30)
+        assert link.relay.status.pending > 0  # built under the version held, not sent
+        region.issue(grace_hours=0)
+        await _aggregate(region.agg, nats_server.url)  # announces the new version
+        await cable.mend()
+        await eventually("the relay to catch up", lambda: link.status().relay_lag == 0
+                         and link.status().connected, 60)
+        assert link.status().region_version == region.base + 1
+        sent = (await region.events())[before:]
+        assert sent
+        assert {m.headers["Hx-Region"] for m in sent} == {str(region.base + 1)}
+    finally:
+        await link.stop()
+        await cable.cut()
+    await _aggregate(region.agg, nats_server.url)
+    store = IngestStore(region.paths.store)
+    try:
+        assert store.rejected_by_reason() == {}
+        assert store.accepted_count() == len(await region.events())
+    finally:
+        store.close()

@@ -30,7 +30,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
@@ -41,7 +41,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from handsoff.federation import subjects
-from handsoff.federation.envelope import MSG_ID, message_id, seal_headers
+from handsoff.federation.envelope import MSG_ID, REGION_VERSION, message_id, seal_headers
 from handsoff.federation.errors import FederationError
 from handsoff.federation.policy import SharePolicy
 from handsoff.federation.shared import kind_of
@@ -162,6 +162,11 @@ class Relay:
         self._numbered = 0  # shared messages made so far (message numbers are 1, 2, ...)
         # Fault-injection point for crash tests: runs after the PubAcks, before the commit.
         self.after_publish: Callable[[], None] | None = None
+        # Run once the connection is back after a failure (and at start), before anything is
+        # sent again: the node takes the region version announced meanwhile, and what was
+        # built but not sent is sealed again under it (services/node/link.py).
+        self.before_resending: Callable[[JetStreamContext], Awaitable[None]] | None = None
+        self._connected: Callable[[], bool] | None = None
 
     def replay_policy(self) -> None:
         """Brings the share policy (and the message count) to the committed position: the
@@ -205,16 +210,24 @@ class Relay:
         self.status.head = max(self.status.head, page[-1].notification_id)
         return out, page[-1].notification_id
 
-    async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+    async def run(
+        self,
+        js: JetStreamContext,
+        stop: asyncio.Event,
+        connected: Callable[[], bool] | None = None,
+    ) -> None:
         """Relays until `stop` is set; survives NATS outages (retries, reconciles).
 
         Batches are built in order (the share policy is a fold) and published one at a
         time; the next batch is built in a worker thread while the current one's PubAcks
         come back. Only the batch being published can be partly stored, so only it is
-        reconciled after a failure.
+        reconciled after a failure. With `connected` (the client's state), nothing is
+        published while the client is reconnecting: nats-py would buffer it and send it
+        after the reconnection, sealed as it was before the outage.
         """
         if not self._replayed:
             await asyncio.to_thread(self.replay_policy)
+        self._connected = connected
         built: deque[tuple[list[Outgoing], int]] = deque()
         reconcile = True
         found_seq = 0  # the last stream seq of the batch's messages found already stored
@@ -231,8 +244,8 @@ class Relay:
             prefetch = None
             try:
                 if reconcile:
-                    pending, found_seq = await self._without_stored(js, pending)
-                    built[0] = (pending, upto)
+                    found_seq = await self._reconcile(js, built)
+                    pending = built[0][0]
                     reconcile = False
                 if len(built) == 1:
                     prefetch = asyncio.create_task(asyncio.to_thread(self.next_batch, upto))
@@ -259,6 +272,42 @@ class Relay:
             self.status.published += len(pending)
             built.popleft()
 
+    async def _reconcile(
+        self, js: JetStreamContext, built: deque[tuple[list[Outgoing], int]]
+    ) -> int:
+        """Drops from the first batch what the stream holds already (returning the last
+        stream seq of those), then, with `before_resending`, seals again what is left under
+        the region version taken meanwhile."""
+        self._online()
+        pending, upto = built[0]
+        pending, found_seq = await self._without_stored(js, pending)
+        built[0] = (pending, upto)
+        if self.before_resending is not None:
+            await self.before_resending(js)
+            self._reseal(built)
+        return found_seq
+
+    def _reseal(self, built: deque[tuple[list[Outgoing], int]]) -> None:
+        """Seals again, under the region version now held, what was built under another one
+        and not sent (the same message ids and payloads: only the headers change)."""
+        version, signer = self.settings.region_version(), self.signer()
+        mark = str(version)
+        for i, (batch, upto) in enumerate(built):
+            if all(m.headers[REGION_VERSION] == mark for m in batch):
+                continue
+            built[i] = (
+                [
+                    m._replace(
+                        headers=seal_headers(signer, m.subject, m.msg_id, m.payload, version)
+                    )
+                    for m in batch
+                ],
+                upto,
+            )
+            log.info(
+                "relay: %d message(s) sealed again under region version %d", len(batch), version
+            )
+
     async def _failed(self, e: Exception, stop: asyncio.Event, wait: float) -> float:
         """Notes a failed publish, waits, and returns the next wait (doubling)."""
         self.status.connected = False
@@ -276,7 +325,12 @@ class Relay:
         self.status.last_error = None
         self.status.last_success = time.time()
 
+    def _online(self) -> None:
+        if self._connected is not None and not self._connected():
+            raise ConnectionError("not connected to NATS")
+
     async def _publish(self, js: JetStreamContext, batch: list[Outgoing]) -> int:
+        self._online()
         futures = [
             await js.publish_async(m.subject, m.payload, headers=dict(m.headers)) for m in batch
         ]

@@ -12,7 +12,9 @@ Why: a node that takes a new version late has what it sends under the old one re
 `stale_region` once the new version's grace has passed, so its consented events would not
 count. With the announcements a connected node is at most one `interval` behind the
 aggregator, and a node that was offline takes every version it missed, in order, before its
-relay sends anything (NodeLink runs `catch_up` first).
+relay sends anything again (the relay runs `catch_up` at start and after every failure, and
+seals what it had built but not sent again under the version taken: federation/relay.py).
+What nats-py had buffered when the line went down still goes out as it was sealed.
 
 The aggregator is not trusted for the document: only the coordinators' signatures, checked
 as a chain from the version held, decide. An announcement that does not verify, a version
@@ -68,6 +70,7 @@ class RegionFollower:
         self.interval = interval
         self.fetch_timeout = fetch_timeout
         self.status = FollowStatus()
+        self._busy = asyncio.Lock()  # one look at a time: they share the consumer's name
 
     async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -79,6 +82,10 @@ class RegionFollower:
         """Reads the announcements made since the last read and takes each newer version;
         returns how many it took. Never raises for NATS or a bad announcement: says it in
         `status.last_error` (the relay goes on under the version held)."""
+        async with self._busy:
+            return await self._catch_up(js)
+
+    async def _catch_up(self, js: JetStreamContext) -> int:
         try:
             read = await self._read(js)
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:

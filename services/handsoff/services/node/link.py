@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import nats.errors
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
 
 from handsoff.federation import subjects
 from handsoff.federation.checkpoints import Checkpoint
@@ -130,6 +131,8 @@ class NodeLink:
             self._take,
             interval=settings.region_check_interval,
         )
+        # every version announced while this node was away, before anything is sent again
+        self.relay.before_resending = self._take_announced
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
@@ -157,6 +160,9 @@ class NodeLink:
             relay_blocked=s.blocked,
             region_error=self.follower.status.last_error,
         )
+
+    async def _take_announced(self, js: JetStreamContext) -> None:
+        await self.follower.catch_up(js)
 
     def _take(self, candidate: SignedRegion) -> RegionDocument:
         """A newer version announced: kept (the node's region file), then used by the relay
@@ -191,11 +197,10 @@ class NodeLink:
         if self._nc is None:
             return
         js = self._nc.jetstream()
-        # every version announced while this node was away, before anything is sent
-        await self.follower.catch_up(js)
+        nc = self._nc
         await asyncio.gather(
             self.follower.run(js, self._stop),
-            self.relay.run(js, self._stop),
+            self.relay.run(js, self._stop, connected=lambda: nc.is_connected),
             self.referrals.send_loop(js, self._stop),
             self.referrals.receive_loop(js, self._stop),
             self.checkpoints.run(js, self._stop, lambda: self.relay.status.published),
