@@ -37,13 +37,13 @@ from uuid import UUID
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from handsoff.federation import subjects
 from handsoff.federation.envelope import MSG_ID, REGION_VERSION, message_id, seal_headers
 from handsoff.federation.errors import FederationError
 from handsoff.federation.policy import SharePolicy
+from handsoff.federation.readback import pages_after
 from handsoff.federation.shared import kind_of
 from handsoff.keys import SigningKey
 
@@ -386,37 +386,22 @@ async def stored_payloads(
 ) -> dict[str, tuple[bytes, int]]:
     """Msg id -> (payload digest, stream seq) of this partner's messages stored after
     stream sequence `after_seq` (the first copy of each)."""
-    stream = subjects.events_stream(region)
-    config = ConsumerConfig(
-        name=subjects.relay_consumer(partner),
-        filter_subject=subjects.events_of(region, partner),
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=after_seq + 1,
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=60.0,
-        mem_storage=True,
-    )
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.delete_consumer(stream, config.name or "")
-    info = await js.add_consumer(stream, config, timeout=timeout)
     ids: dict[str, tuple[bytes, int]] = {}
-    try:
-        remaining = info.num_pending or 0
-        sub = await js.pull_subscribe_bind(config.name or "", stream=stream)
-        try:
-            while remaining > 0:
-                msgs = await sub.fetch(min(remaining, 256), timeout=timeout)
-                for m in msgs:
-                    if m.headers and MSG_ID in m.headers:
-                        ids.setdefault(
-                            m.headers[MSG_ID], (payload_digest(m.data), m.metadata.sequence.stream)
-                        )
-                remaining -= len(msgs)
-        finally:
-            await sub.unsubscribe()
-    finally:
-        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-            await js.delete_consumer(stream, config.name or "")
+    pages = pages_after(
+        js,
+        subjects.events_stream(region),
+        subjects.relay_consumer(partner),
+        subjects.events_of(region, partner),
+        after_seq,
+        timeout=timeout,
+    )
+    async with contextlib.aclosing(pages):
+        async for msgs in pages:
+            for m in msgs:
+                if m.headers and MSG_ID in m.headers:
+                    ids.setdefault(
+                        m.headers[MSG_ID], (payload_digest(m.data), m.metadata.sequence.stream)
+                    )
     return ids
 
 

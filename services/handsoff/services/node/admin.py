@@ -201,8 +201,7 @@ class AdminLog(SealedApplication):
     def number_gaps(self) -> list[NumberGap]:
         """The relay's message-number gaps, one per resumption, in order."""
         return [
-            NumberGap(r.after_notification, r.first_lost, r.last_lost)
-            for r in self.resumptions()
+            NumberGap(r.after_notification, r.first_lost, r.last_lost) for r in self.resumptions()
         ]
 
     def _write(self, aggregate_id: UUID, change: msgspec.Struct, by: str) -> None:

@@ -32,11 +32,11 @@ from typing import Final, NamedTuple
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from handsoff.federation import checkpoints, envelope, subjects
 from handsoff.federation.checkpoints import Checkpoint
+from handsoff.federation.readback import pages_after
 from handsoff.keys import SigningKey
 from handsoff.keys.merkle import HASH_LEN, MerkleTree, consistency_proof_by
 from handsoff.services.node.errors import NodeError
@@ -238,40 +238,24 @@ class Checkpointer:
     async def read_back(self, js: JetStreamContext) -> int:
         """Reads this partner's messages stored after the last read; returns the size of the
         contiguous prefix 1..size now known."""
-        stream = subjects.events_stream(self.region)
-        name = subjects.checkpoint_consumer(self.partner)
-        config = ConsumerConfig(
-            name=name,
-            filter_subject=subjects.events_of(self.region, self.partner),
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=self.log.read_seq() + 1,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=60.0,
-            mem_storage=True,
-        )
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_consumer(stream, name)
-        info = await js.add_consumer(stream, config, timeout=self.fetch_timeout)
         size = self.log.tree().size
-        try:
-            remaining = info.num_pending or 0
-            sub = await js.pull_subscribe_bind(name, stream=stream)
-            try:
-                while remaining > 0:
-                    msgs = await sub.fetch(min(remaining, 256), timeout=self.fetch_timeout)
-                    rows = []
-                    for m in msgs:
-                        stands = checkpoints.published_leaf(m.subject, m.headers, m.data)
-                        if stands is not None and stands.partner == self.partner:
-                            rows.append((stands.number, stands.leaf, m.metadata.sequence.stream))
-                    last_seq = max(m.metadata.sequence.stream for m in msgs)
-                    size = await asyncio.to_thread(self.log.add, rows, last_seq)
-                    remaining -= len(msgs)
-            finally:
-                await sub.unsubscribe()
-        finally:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-                await js.delete_consumer(stream, name)
+        pages = pages_after(
+            js,
+            subjects.events_stream(self.region),
+            subjects.checkpoint_consumer(self.partner),
+            subjects.events_of(self.region, self.partner),
+            self.log.read_seq(),
+            timeout=self.fetch_timeout,
+        )
+        async with contextlib.aclosing(pages):
+            async for msgs in pages:
+                rows = []
+                for m in msgs:
+                    stands = checkpoints.published_leaf(m.subject, m.headers, m.data)
+                    if stands is not None and stands.partner == self.partner:
+                        rows.append((stands.number, stands.leaf, m.metadata.sequence.stream))
+                last_seq = max(m.metadata.sequence.stream for m in msgs)
+                size = await asyncio.to_thread(self.log.add, rows, last_seq)
         self.status.read_back = size
         return size
 

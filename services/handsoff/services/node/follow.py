@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from handsoff.federation import announcements, subjects
 from handsoff.federation.errors import FederationError
+from handsoff.federation.readback import pages_after
 from handsoff.federation.region import RegionDocument, SignedRegion
 from handsoff.services.errors import ServiceError
 
@@ -120,33 +120,17 @@ class RegionFollower:
 
     async def _read(self, js: JetStreamContext) -> list[tuple[int, bytes]]:
         """(stream sequence, data) of every announcement after `status.read_seq`."""
-        stream = subjects.aggregates_stream(self.region)
-        name = subjects.region_consumer(self.partner)
-        start = self.status.read_seq + 1
-        config = ConsumerConfig(
-            name=name,
-            filter_subject=subjects.region_taken(self.region),
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=60.0,
-            mem_storage=True,
-        )
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_consumer(stream, name)
-        info = await js.add_consumer(stream, config, timeout=self.fetch_timeout)
         out: list[tuple[int, bytes]] = []
-        try:
-            remaining = info.num_pending or 0
-            sub = await js.pull_subscribe_bind(name, stream=stream)
-            try:
-                while remaining > 0:
-                    msgs = await sub.fetch(min(remaining, 64), timeout=self.fetch_timeout)
-                    out += [(m.metadata.sequence.stream, m.data) for m in msgs]
-                    remaining -= len(msgs)
-            finally:
-                await sub.unsubscribe()
-        finally:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-                await js.delete_consumer(stream, name)
+        pages = pages_after(
+            js,
+            subjects.aggregates_stream(self.region),
+            subjects.region_consumer(self.partner),
+            subjects.region_taken(self.region),
+            self.status.read_seq,
+            timeout=self.fetch_timeout,
+            page=64,
+        )
+        async with contextlib.aclosing(pages):
+            async for msgs in pages:
+                out += [(m.metadata.sequence.stream, m.data) for m in msgs]
         return sorted(out)
