@@ -318,6 +318,25 @@ def test_within_the_newer_versions_grace_an_older_version_message_is_accepted() 
             )
 
 
+def test_the_grace_runs_from_the_aggregators_announcement_when_that_came_later() -> None:
+    """A version handed to the aggregator days after it was issued: nodes can take it from
+    NATS only then, so its grace runs from the announcement (to the second)."""
+    held = region()
+    newer = held.set_version_grace(24, issued_at=REISSUED)
+    announced = REISSUED + timedelta(days=3, microseconds=700_000)
+    table = KeyTable(newer, announced)
+    assert table.older_versions_until == REISSUED + timedelta(days=4)
+    m = seal(INCIDENT, version=held.version)
+    assert open_(table, m, REISSUED + timedelta(days=4) - SECOND).event == INCIDENT
+    assert rejected(table, m, REISSUED + timedelta(days=4)).reason == "stale_region"
+    # announced before it was issued (clocks): the issue still counts
+    assert KeyTable(newer, REISSUED - SECOND).older_versions_until == newer.older_versions_until
+    # no grace means none: stale once issued, whenever it was announced
+    strict = held.set_version_grace(0, issued_at=REISSUED)
+    assert KeyTable(strict, announced).older_versions_until == REISSUED
+    assert rejected(KeyTable(strict, announced), m, REISSUED).reason == "stale_region"
+
+
 def test_within_the_grace_the_newer_versions_keys_judge_so_a_revocation_holds_at_once() -> None:
     held = region()
     revoked = held.set_version_grace(72, issued_at=REISSUED).revoke_key(

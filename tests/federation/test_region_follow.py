@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import nats
 import pytest
 
@@ -33,7 +34,7 @@ class Region:
     """Two partner nodes and the aggregator on one version (`base`), everything relayed and
     released."""
 
-    def __init__(self, tmp_path: Path, url: str) -> None:
+    def __init__(self, tmp_path: Path, url: str, age: timedelta = timedelta(0)) -> None:
         self.tmp, self.url = tmp_path, url
         self.nodes = [make_node(tmp_path / p, p, c) for p, c in (("p1", "BW"), ("p2", "ZA"))]
         self.agg = tmp_path / "aggregator"
@@ -42,8 +43,13 @@ class Region:
             self.nodes, aggregator=init_aggregator(self.agg, PASSPHRASE, KdfStrength.INTERACTIVE)
         )
         self.v1 = self.kit.signed
+        if age:  # issued `age` ago (the partners' keys stay valid from a minute ago)
+            earlier = datetime.now(UTC) - age
+            self.v1 = _sign(self.kit, msgspec.structs.replace(self.kit.document, issued_at=earlier))
+        self.document = self.v1.document
         self.base = self.v1.document.version
-        v1_file = self.kit.save(tmp_path / "region-v1.json")
+        v1_file = tmp_path / "region-v1.json"
+        save_region(v1_file, self.v1)
         for n in self.nodes:
             join_region(n, v1_file)
         take_region(self.paths, v1_file)
@@ -59,11 +65,11 @@ class Region:
         await relay(self.nodes, self.url)
         await _aggregate(self.agg, self.url)  # announces `base`; release 1
 
-    def issue(self, grace_hours: int) -> SignedRegion:
-        """The next version, issued now with the grace given, signed; the aggregator takes
-        it at its next start (and announces it then)."""
-        now = datetime.now(UTC)
-        v2 = _sign(self.kit, self.kit.document.set_version_grace(grace_hours, issued_at=now))
+    def issue(self, grace_hours: int, age: timedelta = timedelta(0)) -> SignedRegion:
+        """The next version, issued `age` ago with the grace given, signed; the aggregator
+        takes it at its next start (and announces it then)."""
+        issued = datetime.now(UTC) - age
+        v2 = _sign(self.kit, self.document.set_version_grace(grace_hours, issued_at=issued))
         save_region(self.tmp / "region-v2.json", v2)
         take_region(self.paths, self.tmp / "region-v2.json")
         return v2
@@ -153,18 +159,25 @@ async def test_a_serving_node_takes_each_version_the_aggregator_announces(
             await link.stop()
 
 
-@pytest.mark.parametrize("grace_hours", [24, 0])
+@pytest.mark.parametrize(
+    ("grace_hours", "issued_hours_ago"),
+    [(24, 0), (0, 0), (24, 30)],
+    ids=["within-grace", "no-grace", "announced-a-day-late"],
+)
 async def test_what_a_node_sent_under_the_version_before_counts_within_the_grace(
-    tmp_path: Path, nats_server: EmbeddedNats, grace_hours: int
+    tmp_path: Path, nats_server: EmbeddedNats, grace_hours: int, issued_hours_ago: int
 ) -> None:
     """p2 sends under the version it holds after the next was issued (it could not know:
     the aggregator had not announced it yet); the aggregator then takes the next and judges
     those messages under it. Within the grace they count and the audit is clean; with no
-    grace they are quarantined as stale, and the audit names each one."""
-    region = Region(tmp_path, nats_server.url)
+    grace they are quarantined as stale, and the audit names each one. A version the
+    aggregator took more than its grace after it was issued: the grace runs from the
+    announcement, when nodes could first take it from NATS."""
+    age = timedelta(hours=issued_hours_ago)
+    region = Region(tmp_path, nats_server.url, age=age + timedelta(hours=1))
     await region.start()
     p1, p2 = region.nodes
-    region.issue(grace_hours)
+    region.issue(grace_hours, age)
     before = len(await region.events())
     record_stories(p2, 21, 3)
     await relay([p2], nats_server.url)
@@ -205,7 +218,7 @@ async def test_what_a_node_sent_under_the_version_before_counts_within_the_grace
     assert {m.headers["Hx-Region"] for m in newest} == {str(region.base + 1)}
     assert held_region(p2).version == region.base + 1
     assert held_region(p1).version == region.base  # not serving: still the file it was given
-    assert datetime.now(UTC) - timedelta(hours=1) < held_region(p2).issued_at
+    assert held_region(p2).version_grace_hours == grace_hours
 
 
 async def test_a_node_back_from_an_outage_takes_the_version_announced_meanwhile_first(

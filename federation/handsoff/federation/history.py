@@ -37,7 +37,7 @@ time.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import pairwise
 from typing import Literal, NamedTuple
@@ -146,6 +146,7 @@ def verify_history(
 class _Encoded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     documents: list[RegionDocument]
     taken: list[tuple[int, int]]  # (after_seq, version)
+    announced_at: dict[int, datetime] = {}  # version -> the announcement's stream time
 
 
 _DOCUMENTS = msgspec.json.Decoder(list[RegionDocument] | _Encoded)
@@ -159,10 +160,12 @@ class RegionHistory:
 
     `taken`: the aggregator's announcements, (after_seq, version) in the order made
     (module docstring): an events message is then judged by the version the aggregator
-    held when it ingested it (`judged_by`, `keys_for`)."""
+    held when it ingested it (`judged_by`, `keys_for`). `announced_at`: version -> the
+    stream time of its announcement, from which its grace also runs (region.grace_until)."""
 
     __slots__ = (
         "_after",
+        "_announced_at",
         "_by_version",
         "_documents",
         "_issued",
@@ -172,7 +175,10 @@ class RegionHistory:
     )
 
     def __init__(
-        self, documents: Sequence[RegionDocument], taken: Sequence[tuple[int, int]] = ()
+        self,
+        documents: Sequence[RegionDocument],
+        taken: Sequence[tuple[int, int]] = (),
+        announced_at: Mapping[int, datetime] | None = None,
     ) -> None:
         if not documents:
             raise ValueError("a region history needs at least one version")
@@ -184,7 +190,8 @@ class RegionHistory:
                 raise ValueError("a region history's versions must be issued in order")
         self._documents = docs
         self._issued = [d.issued_at for d in docs]
-        self._tables = tuple(KeyTable(d) for d in docs)
+        self._announced_at = dict(announced_at or {})
+        self._tables = tuple(KeyTable(d, self._announced_at.get(d.version)) for d in docs)
         self._by_version = {d.version: d for d in docs}
         index = {d.version: i for i, d in enumerate(docs)}
         schedule = tuple((int(a), int(v)) for a, v in taken)
@@ -201,9 +208,12 @@ class RegionHistory:
     def of(cls, region: RegionDocument | RegionHistory) -> RegionHistory:
         return region if isinstance(region, RegionHistory) else cls([region])
 
-    def with_taken(self, taken: Sequence[tuple[int, int]]) -> RegionHistory:
-        """The same versions, with the aggregator's announcements (after_seq, version)."""
-        return RegionHistory(self._documents, taken)
+    def with_taken(
+        self, taken: Sequence[tuple[int, int]], announced_at: Mapping[int, datetime] | None = None
+    ) -> RegionHistory:
+        """The same versions, with the aggregator's announcements (after_seq, version) and
+        their stream times by version."""
+        return RegionHistory(self._documents, taken, announced_at)
 
     @property
     def documents(self) -> tuple[RegionDocument, ...]:
@@ -261,7 +271,9 @@ class RegionHistory:
         """The documents (and announcements) as JSON (to hand to a worker process);
         `decode` reads it back."""
         if self._taken:
-            return msgspec.json.encode(_Encoded(list(self._documents), list(self._taken)))
+            return msgspec.json.encode(
+                _Encoded(list(self._documents), list(self._taken), self._announced_at)
+            )
         return msgspec.json.encode(list(self._documents))
 
     @classmethod
@@ -272,7 +284,7 @@ class RegionHistory:
         except msgspec.ValidationError:
             return cls([_DOCUMENT.decode(data)])
         if isinstance(decoded, _Encoded):
-            return cls(decoded.documents, decoded.taken)
+            return cls(decoded.documents, decoded.taken, decoded.announced_at)
         return cls(decoded)
 
     def __repr__(self) -> str:

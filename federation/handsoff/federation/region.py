@@ -223,10 +223,11 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     partners: list[Partner] = []
     # Whether partner-level aggregate breakdowns may be published ("country": only countries).
     breakdowns: Breakdowns = "country"
-    # For how many hours after this version is issued a message sent under an EARLIER version
-    # is still accepted (a node that has not taken this version yet: offline, or between the
-    # aggregator's announcement and its own next look). Such a message is verified with this
-    # version's keys, so a key it revokes is refused at once. After that: `stale_region`.
+    # For how many hours after this version is issued (or, if later, announced by the
+    # aggregator: grace_until) a message sent under an EARLIER version is still accepted (a
+    # node that has not taken this version yet: offline, or between the aggregator's
+    # announcement and its own next look). Such a message is verified with this version's
+    # keys, so a key it revokes is refused at once. After that: `stale_region`.
     # 0 (the default, and what a document without the field means): stale once issued.
     version_grace_hours: Annotated[int, msgspec.Meta(ge=0, le=MAX_GRACE_HOURS)] = 0
 
@@ -309,7 +310,7 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     @property
     def older_versions_until(self) -> datetime:
         """Until when messages sent under an earlier version are accepted (not stale)."""
-        return self.issued_at + timedelta(hours=self.version_grace_hours)
+        return grace_until(self, None)
 
     # -- editing: each returns a new, unsigned version ------------------------------------
 
@@ -418,16 +419,29 @@ class RegionDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         return [changed if p.id == changed.id else p for p in self.partners]
 
 
+def grace_until(document: RegionDocument, announced_at: datetime | None) -> datetime:
+    """Until when messages sent under a version before `document` are accepted: its grace
+    after it was issued or, if later, after the aggregator announced it (`announced_at`,
+    the announcement's stream time, to the second: nobody could take it from NATS before).
+    A grace of 0 is strict: stale once issued, announced or not."""
+    grace = timedelta(hours=document.version_grace_hours)
+    if not grace or announced_at is None:
+        return document.issued_at + grace
+    return max(document.issued_at, announced_at.replace(microsecond=0)) + grace
+
+
 class KeyTable:
     """A region document's partner keys by (partner, key id), for verifying message after
     message (ingest, audits): the answers and errors of `RegionDocument.partner_key`
-    without scanning partners and keys each time. A KeyDirectory, like the document."""
+    without scanning partners and keys each time. A KeyDirectory, like the document;
+    `announced_at`: when the aggregator announced the version (`grace_until`)."""
 
-    __slots__ = ("_keys", "document")
+    __slots__ = ("_keys", "document", "older_versions_until")
 
-    def __init__(self, document: RegionDocument) -> None:
+    def __init__(self, document: RegionDocument, announced_at: datetime | None = None) -> None:
         self.document = document
         self._keys = {(p.id, k.kid): k for p in document.partners for k in p.keys}
+        self.older_versions_until = grace_until(document, announced_at)
 
     @property
     def version(self) -> int:
@@ -436,10 +450,6 @@ class KeyTable:
     @property
     def issued_at(self) -> datetime:
         return self.document.issued_at
-
-    @property
-    def older_versions_until(self) -> datetime:
-        return self.document.older_versions_until
 
     def partner_key(self, partner_id: str, kid: str | bytes, at: datetime) -> bytes:
         k = self._keys.get((partner_id, kid)) if isinstance(kid, str) else None

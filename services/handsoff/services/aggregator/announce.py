@@ -21,8 +21,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
+import nats.js.errors
 from nats.js.client import JetStreamContext
 
 from handsoff.federation import announcements, subjects
@@ -116,3 +118,21 @@ async def announce(
     made = Taken(doc.version, position, signed)
     book.record(made)
     return made
+
+
+async def announced_at(js: JetStreamContext, region: str, version: int) -> datetime | None:
+    """The stream time of the first announcement of `version` (what an auditor judges the
+    version's grace by: region.grace_until), or None if there is none to read."""
+    stream, subject = subjects.aggregates_stream(region), subjects.region_taken(region)
+    seq = 1
+    while True:
+        try:
+            m = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        try:
+            if announcements.open_taken(m.data or b"", region).version == version:
+                return m.time
+        except announcements.TakenRejected:
+            pass
+        seq = (m.seq or seq) + 1

@@ -395,6 +395,11 @@ class Ingest:
         self._judge = judge
         self._sub: JetStreamContext.PullSubscription | None = None
 
+    def announced(self, at: datetime | None) -> None:
+        """The version held was announced at `at` (its stream time): its grace for messages
+        under earlier versions runs from then too, as an auditor judges it."""
+        self._keys = KeyTable(self.region, at)
+
     async def start(self) -> None:
         """(Re)creates the durable consumer right after the stored position."""
         self._sub = await resume_durable(

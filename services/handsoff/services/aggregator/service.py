@@ -45,7 +45,7 @@ from handsoff.federation.region import (
     save_region,
 )
 from handsoff.keys import KdfStrength, NodeSecrets, SigningKey, read_key_file, write_key_file
-from handsoff.services.aggregator.announce import TakenBook, announce
+from handsoff.services.aggregator.announce import TakenBook, announce, announced_at
 from handsoff.services.aggregator.disclosure import DEFAULT_K, SuppressionMemory
 from handsoff.services.aggregator.feed import ReleaseFeed
 from handsoff.services.aggregator.ingest import Ingest, IngestResult, IngestStore
@@ -294,6 +294,9 @@ class Aggregator:
                 "region version announced",
                 extra={"version": made.version, "after_seq": made.after_seq},
             )
+        self.ingest.announced(
+            await announced_at(self.js, self.region.region, self.region.version)
+        )
 
     async def stop(self) -> None:
         await self.ingest.stop()

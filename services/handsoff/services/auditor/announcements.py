@@ -48,6 +48,7 @@ class Announced:
 
     seq: int
     opened: Opened
+    time: datetime | None = None  # its stream time: the version's grace runs from it too
 
     @property
     def version(self) -> int:
@@ -86,7 +87,7 @@ def open_all(messages: Iterable[StreamMessage], region: str, found: Collector) -
         except TakenRejected as e:
             found.find(ANNOUNCEMENTS, e.reason, f"announcement (aggregates seq {m.seq})", str(e))
             continue
-        out.append(Announced(m.seq, opened))
+        out.append(Announced(m.seq, opened, m.time))
     return out
 
 

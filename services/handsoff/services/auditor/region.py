@@ -235,7 +235,10 @@ def judged(
     else:
         history = check_history(list(region), found, trusted=trusted)
     effective = announcements.schedule(opened, history, found)
-    history = history.with_taken([(a.after_seq, a.version) for a in effective])
+    history = history.with_taken(
+        [(a.after_seq, a.version) for a in effective],
+        {a.version: a.time for a in effective if a.time is not None},
+    )
     releases = published_releases(statement_msgs, history, found, effective)
     return Judged(history, releases, effective)
 
