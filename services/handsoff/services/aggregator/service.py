@@ -294,9 +294,7 @@ class Aggregator:
                 "region version announced",
                 extra={"version": made.version, "after_seq": made.after_seq},
             )
-        self.ingest.announced(
-            await announced_at(self.js, self.region.region, self.region.version)
-        )
+        self.ingest.announced(await announced_at(self.js, self.region.region, self.region.version))
 
     async def stop(self) -> None:
         await self.ingest.stop()
