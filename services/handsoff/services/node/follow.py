@@ -90,9 +90,10 @@ class RegionFollower:
             read = await self._read(js)
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
             self.status.last_error = (
-                f"region announcements not read: {type(e).__name__}: {e} (a NATS "
-                "configuration older than this release does not let partners read them: "
-                "`handsoff region nats-config` writes one that does)"
+                f"region announcements not read: {type(e).__name__}: {e} (if this lasts "
+                "while the relay is connected: a NATS configuration older than this "
+                "release does not let partners read them; `handsoff region nats-config` "
+                "writes one that does)"
             )
             log.warning("follow: %s", self.status.last_error)
             return 0
