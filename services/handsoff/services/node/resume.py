@@ -59,6 +59,7 @@ def plan(node: Node, stored: Mapping[int, tuple[bytes, int]]) -> RelaySharingRes
     policy = SharePolicy(partner, Pseudonymiser(node.pseudonym_key))
     gaps = node.admin.number_gaps()
     source = LogSource(node.cases)
+    highest = max(stored)
     count = upto = made_upto = cursor = 0
     while page := source.changes_after(cursor, PAGE):
         for c in page:
@@ -73,7 +74,7 @@ def plan(node: Node, stored: Mapping[int, tuple[bytes, int]]) -> RelaySharingRes
             if any(h is not None and h[0] != payload_digest(p) for h, (_, p) in pairs):
                 return _resumption(partner, stored, upto, made_upto)
             missing = [n for n, h in zip(numbers, held, strict=True) if h is None]
-            if missing and any(n > missing[0] for n in stored):
+            if missing and missing[0] < highest:
                 raise ResumeRefused(
                     f"the region's stream lacks {message_id(partner, missing[0])}, which this "
                     "log makes, but holds later numbers: not a restore this command can resume"
