@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,13 @@ import pytest
 from psycopg import sql
 
 from handsoff.events import FirstResponseGiven, ResponderRole
+from handsoff.federation.relay import NumberGap, Position
 from handsoff.keys import KdfStrength, load_keyring
+from handsoff.services.node.admin import RelaySharingResumed
 from handsoff.services.node.config import NodeConfig, NodePaths, PostgresSettings, load_config
 from handsoff.services.node.errors import TamperedEvent
 from handsoff.services.node.node import Node
+from handsoff.services.node.resume import relay_position
 from handsoff.services.node.verify import verify_node
 from support import PASSPHRASE, T0, incident
 
@@ -100,3 +103,40 @@ def test_node_on_postgres_restarts_verifies_and_detects_tampering(
             broken.cases.history(case_id)
     finally:
         broken.close()
+
+
+def test_a_resumption_after_a_restore_persists_on_postgres(
+    tmp_path: Path, postgres_dsn: dict[str, Any], pg_schema: str
+) -> None:
+    """node resume-sharing's two writes (the signed admin event, the relay's position) on
+    the PostgreSQL backend: kept across a restart, and the gap is what the relay numbers by."""
+    directory = tmp_path / "node"
+    node = Node.init(
+        directory, _config(postgres_dsn, pg_schema), PASSPHRASE, KdfStrength.INTERACTIVE
+    )
+    try:
+        resumed = RelaySharingResumed(
+            after_notification=12, first_lost=9, last_lost=20, stream_seq=57,
+            resumed_at=datetime.now(UTC),
+        )
+        node.admin.sharing_resumed(resumed, "handsoff node resume-sharing")
+        position = relay_position(node)
+        try:
+            position.save(Position(12, 57))
+        finally:
+            position.close()
+    finally:
+        node.close()
+
+    again = Node.open(directory, PASSPHRASE)
+    try:
+        assert again.admin.resumptions() == [resumed]
+        assert again.admin.number_gaps() == [NumberGap(12, 9, 20)]
+        position = relay_position(again)
+        try:
+            assert position.load() == Position(12, 57)
+        finally:
+            position.close()
+        assert again.verify().intact  # the admin event is sealed and chained like any
+    finally:
+        again.close()
