@@ -7,6 +7,7 @@ nats-server; the coordinators hand a new version to the aggregator only."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,13 +17,13 @@ import pytest
 
 from auditor.test_history_audit import _aggregate, _sign, relay
 from handsoff.federation import announcements, subjects
-from handsoff.federation.natsconf import ensure_streams
+from handsoff.federation.natsconf import ensure_streams, generate_credentials, nats_config
 from handsoff.federation.region import SignedRegion, save_region, sign_region
 from handsoff.keys import KdfStrength
 from handsoff.services.aggregator.ingest import IngestStore
 from handsoff.services.aggregator.service import AggregatorPaths, init_aggregator, take_region
 from handsoff.services.auditor.region import StreamMessage, audit_region, read_streams
-from handsoff.services.natsserver import EmbeddedNats
+from handsoff.services.natsserver import EmbeddedNats, free_port
 from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, held_region, join_region
 from handsoff.services.node.node import Node
@@ -272,3 +273,61 @@ async def test_a_node_back_from_an_outage_takes_the_version_announced_meanwhile_
         assert store.accepted_count() == len(await region.events())
     finally:
         store.close()
+
+
+async def test_a_nats_configuration_from_before_the_follower_leaves_the_relay_alone(
+    tmp_path: Path,
+) -> None:
+    """A region whose nats-server configuration was generated before partners could read
+    the announcements: the node relays as before and shows connected; only `region_error`
+    says that the announcements cannot be read and what to do."""
+    node = make_node(tmp_path / "p1", "p1", "BW")
+    kit = RegionKit([node])
+    join_region(node, kit.save(tmp_path / "region.json"))
+    credentials = generate_credentials(kit.document)
+    port = free_port()
+    text = nats_config(kit.document, credentials, port=port, store_dir=tmp_path / "js")
+    consumer = subjects.region_consumer("p1")
+    old, n = re.subn(rf',?\s*"[^"]*\.{re.escape(consumer)}[^"]*"', "", text)
+    # p1's create (filtered), info, next and delete, and the aggregator's four denials of
+    # them: the configuration as generated before
+    assert n == 8
+    assert consumer in text
+    assert f".{consumer}" not in old.split("user: \"p1\"")[1].split("user:")[0]
+    conf = tmp_path / "nats-old.conf"
+    conf.write_text(old)
+    server = EmbeddedNats(tmp_path / "nats", port, conf).start()
+    link = None
+    try:
+        nc = await nats.connect(
+            server.url, user="operator", password=credentials.password("operator")
+        )
+        try:
+            await ensure_streams(nc.jetstream(), "sadc")
+        finally:
+            await nc.close()
+        password_file = tmp_path / "p1.password"
+        password_file.write_text(credentials.password("p1"))
+        link = NodeLink(node, FederationSettings(
+            nats_url=server.url, nats_user="p1", nats_password_file=str(password_file),
+            publish_interval=0, region_check_interval=0.5,
+        ))
+        await link.start()
+        record_stories(node, 61, 3)
+        await eventually("the relay to catch up", lambda: link is not None and (
+            link.status().relay_lag == 0 and link.status().published > 0), 60)
+        # two more looks, each refused by nats-server, after the relay's last round
+        looks = link.follower.status.looks
+        await eventually("two more looks", lambda: link is not None and (
+            link.follower.status.looks >= looks + 2), 60)
+        status = link.status()
+        assert status.connected, status
+        assert status.last_error is None
+        assert "region-p1" in (status.region_error or "") or "nats-config" in (
+            status.region_error or ""
+        ), status.region_error
+    finally:
+        if link is not None:
+            await link.stop()
+        server.stop()
+        node.close()

@@ -47,6 +47,7 @@ log = logging.getLogger("handsoff.follow")
 class FollowStatus:
     read_seq: int = 0  # the aggregates stream sequence of the last announcement read
     taken: int = 0  # versions taken by this process
+    looks: int = 0  # looks made by this process (read or not)
     last_error: str | None = None
 
 
@@ -83,7 +84,10 @@ class RegionFollower:
         returns how many it took. Never raises for NATS or a bad announcement: says it in
         `status.last_error` (the relay goes on under the version held)."""
         async with self._busy:
-            return await self._catch_up(js)
+            try:
+                return await self._catch_up(js)
+            finally:
+                self.status.looks += 1
 
     async def _catch_up(self, js: JetStreamContext) -> int:
         try:

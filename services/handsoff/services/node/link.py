@@ -244,6 +244,11 @@ class NodeLink:
 
     async def _error(self, e: Exception) -> None:
         log.warning("link: NATS error: %s", e)
+        if subjects.region_consumer(self.node.config.partner) in str(e):
+            # a NATS configuration from before the follower: its look is refused, not the
+            # relay's publishing (which would otherwise show as disconnected)
+            self.follower.status.last_error = f"region announcements not readable: {e}"
+            return
         self.relay.status.last_error = str(e)
 
 
