@@ -182,6 +182,10 @@ async def test_metrics_follow_ingest_rejects_duplicates_and_releases(region: Reg
         assert one(m, "releases_kept_total") == 0
         assert one(m, "releases_published_total") == 0
         assert one(m, "nats_connected") == 1
+        assert one(m, "region_version") == region.document.version
+        assert one(m, "region_expires_timestamp_seconds") == (
+            region.document.expires_at.timestamp()
+        )
         assert ("handsoff_aggregator_seconds_since_release", ()) not in m
         assert not [k for k in m if k[0] == "handsoff_aggregator_rejected_total"]
         assert (await client.get("/readyz")).status_code == 503  # no release yet

@@ -235,6 +235,9 @@ def test_readiness_and_relay_figures_of_a_federated_node(
         assert m[("handsoff_node_relay_connected", ())] == 1
         assert m[("handsoff_node_relay_published_total", ())] > 0
         assert m[("handsoff_node_region_version", ())] == kit.document.version
+        assert m[("handsoff_node_region_expires_timestamp_seconds", ())] == (
+            kit.document.expires_at.timestamp()
+        )
         assert m[("handsoff_node_region_error", ())] == 0  # no announcement yet: nothing to take
         assert recorded(m, "cases") == head
         assert (

@@ -31,6 +31,18 @@ class AggregatorCollector:
         )
         info.add_metric([self.aggregator.region.region], 1)
         yield info
+        doc = self.aggregator.region
+        yield GaugeMetricFamily(
+            "handsoff_aggregator_region_version",
+            "The region version held (every message is judged by it)",
+            value=doc.version,
+        )
+        yield GaugeMetricFamily(
+            "handsoff_aggregator_region_expires_timestamp_seconds",
+            "Unix time at which the region version held expires: the coordinators renew "
+            "it before (`handsoff region renew`); nodes refuse to take an expired version",
+            value=doc.expires_at.timestamp(),
+        )
         yield GaugeMetricFamily(
             "handsoff_aggregator_position",
             "The events stream's sequence ingested up to (committed)",

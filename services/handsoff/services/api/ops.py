@@ -126,6 +126,12 @@ class NodeCollector:
             value=s.region_version or 0,
         )
         yield GaugeMetricFamily(
+            "handsoff_node_region_expires_timestamp_seconds",
+            "Unix time at which the region version held expires (the coordinators renew it; "
+            "a serving node takes the renewal when the aggregator announces it)",
+            value=link.region.expires_at.timestamp(),
+        )
+        yield GaugeMetricFamily(
             "handsoff_node_region_error",
             "1 if the last look at the region versions the aggregator announces could not "
             "be made or left a newer version untaken (see region_error in /status)",
