@@ -16,7 +16,6 @@ import nats
 from nats.js.api import DeliverPolicy
 
 from handsoff.federation import statements, subjects
-from handsoff.federation.natsconf import ensure_streams
 from handsoff.federation.region import Breakdowns, RegionDocument, SignedRegion, sign_region
 from handsoff.federation.statements import AggregateStatement
 from handsoff.keys import KdfStrength, SigningKey, kid_hex
@@ -34,7 +33,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import LinkStatus, NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import record_stories
-from support import PASSPHRASE, RegionKit, make_node
+from support import PASSPHRASE, RegionKit, create_region_streams, make_node
 
 PARTNERS = (("p1", "BW"), ("p2", "ZA"), ("p3", "NA"))
 
@@ -90,11 +89,7 @@ async def make_region(
         join_region(node, region_file)
         record_stories(node, seed, stories)
     if streams:
-        nc = await nats.connect(url)
-        try:
-            await ensure_streams(nc.jetstream(), kit.document.region)
-        finally:
-            await nc.close()
+        await create_region_streams(url, kit.document.region)
     region = Region(nodes, kit, region_file, agg_dir, key, url)
     await relay_all(region)
     return region

@@ -152,3 +152,17 @@ async def eventually(what: str, condition: Callable[[], Any], deadline_s: float 
             return
         assert loop.time() < deadline, f"timed out after {deadline_s} s waiting for {what}"
         await asyncio.sleep(0.1)
+
+
+async def create_region_streams(url: str, region: str = "sadc") -> None:
+    """The region's JetStream streams on the server at `url`, as `region streams` makes them
+    (production configuration)."""
+    import nats
+
+    from handsoff.federation.natsconf import ensure_streams
+
+    nc = await nats.connect(url)
+    try:
+        await ensure_streams(nc.jetstream(), region)
+    finally:
+        await nc.close()

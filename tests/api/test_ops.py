@@ -11,19 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from handsoff.federation.natsconf import ensure_streams
 from handsoff.services.api import create_app
 from handsoff.services.natsserver import EmbeddedNats
 from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import record_stories
-from support import RegionKit
+from support import RegionKit, create_region_streams
 
 TIMEOUT = 30.0
 LOGS = ("cases", "admin", "inbound")
@@ -197,11 +195,7 @@ def test_readiness_and_relay_figures_of_a_federated_node(
     join_region(node, kit.save(tmp_path / "region.json"))
 
     async def streams() -> None:
-        nc = await nats.connect(nats_server.url)
-        try:
-            await ensure_streams(nc.jetstream(), kit.document.region)
-        finally:
-            await nc.close()
+        await create_region_streams(nats_server.url, kit.document.region)
 
     asyncio.run(streams())
     link = NodeLink(

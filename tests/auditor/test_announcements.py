@@ -26,7 +26,6 @@ import pytest
 
 from auditor.test_history_audit import _sign, relay
 from handsoff.federation import announcements, statements, subjects
-from handsoff.federation.natsconf import ensure_streams
 from handsoff.federation.region import SignedRegion, save_region
 from handsoff.keys import KdfStrength, SigningKey
 from handsoff.services.aggregator import tally
@@ -53,7 +52,7 @@ from handsoff.services.cli import main
 from handsoff.services.natsserver import EmbeddedNats
 from handsoff.services.node.link import join_region
 from relay_support import record_stories
-from support import PASSPHRASE, RegionKit, make_node
+from support import PASSPHRASE, RegionKit, create_region_streams, make_node
 
 WORKER = Path(__file__).parents[1] / "aggregator" / "aggregator_worker.py"
 TAKEN = subjects.region_taken("sadc")
@@ -132,11 +131,7 @@ async def test_a_version_taken_late_is_audited_by_the_aggregators_announcements(
         for n in (p1, p2):
             join_region(n, v3_file)
         take_region(paths, v3_file)
-        nc = await nats.connect(url)
-        try:
-            await ensure_streams(nc.jetstream(), "sadc")
-        finally:
-            await nc.close()
+        await create_region_streams(url, "sadc")
 
         record_stories(p1, 1, 6)
         record_stories(p2, 2, 6)

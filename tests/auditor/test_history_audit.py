@@ -24,7 +24,6 @@ import pytest
 from aggregator_support import PARTNERS
 from handsoff.federation import subjects
 from handsoff.federation.history import RegionHistory
-from handsoff.federation.natsconf import ensure_streams
 from handsoff.federation.region import (
     RegionDocument,
     SignedRegion,
@@ -54,7 +53,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import LinkStatus, NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import record_stories
-from support import PASSPHRASE, RegionKit, make_node
+from support import PASSPHRASE, RegionKit, create_region_streams, make_node
 
 WORKER = Path(__file__).parents[1] / "aggregator" / "aggregator_worker.py"
 
@@ -148,11 +147,7 @@ async def make_history(tmp_path: Path, url: str) -> History:
 
     issue(kit.signed, [p1, p2])
     assert kit.document.version == 3
-    nc = await nats.connect(url)
-    try:
-        await ensure_streams(nc.jetstream(), "sadc")
-    finally:
-        await nc.close()
+    await create_region_streams(url, "sadc")
     await phase([p1, p2], 10)
     await _aggregate(agg_dir, url)
 

@@ -28,7 +28,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, held_region, join_region
 from handsoff.services.node.node import Node
 from relay_support import Cable, record_stories
-from support import PASSPHRASE, RegionKit, eventually, make_node
+from support import PASSPHRASE, RegionKit, create_region_streams, eventually, make_node
 
 
 class Region:
@@ -56,11 +56,7 @@ class Region:
         take_region(self.paths, v1_file)
 
     async def start(self) -> None:
-        nc = await nats.connect(self.url)
-        try:
-            await ensure_streams(nc.jetstream(), "sadc")
-        finally:
-            await nc.close()
+        await create_region_streams(self.url, "sadc")
         for seed, n in enumerate(self.nodes, 1):
             record_stories(n, seed, 3)
         await relay(self.nodes, self.url)

@@ -18,7 +18,6 @@ import nats
 import pytest
 
 from auditor.test_history_audit import _aggregate, relay
-from handsoff.federation.natsconf import ensure_streams
 from handsoff.keys import KdfStrength
 from handsoff.services.aggregator.ingest import IngestStore
 from handsoff.services.aggregator.service import AggregatorPaths, init_aggregator, take_region
@@ -36,7 +35,7 @@ from handsoff.services.node.resume import (
     stream_messages,
 )
 from relay_support import expected_messages, record_stories
-from support import PASSPHRASE, RegionKit, eventually, make_node
+from support import PASSPHRASE, RegionKit, create_region_streams, eventually, make_node
 
 
 @dataclass
@@ -61,11 +60,7 @@ async def restore(tmp_path: Path, url: str) -> Restored:
     federation = FederationSettings(nats_url=url, nats_user="p1", publish_interval=0)
     save_config(p1.paths, msgspec.structs.replace(p1.config, federation=federation))
     take_region(AggregatorPaths(agg), region_file)
-    nc = await nats.connect(url)
-    try:
-        await ensure_streams(nc.jetstream(), "sadc")
-    finally:
-        await nc.close()
+    await create_region_streams(url, "sadc")
     record_stories(p1, 1, 4)
     record_stories(p2, 2, 3)
     await relay([p1, p2], url)
