@@ -18,8 +18,8 @@ import pytest
 from auditor.test_history_audit import _aggregate, _sign, relay
 from handsoff.federation import announcements, subjects
 from handsoff.federation.natsconf import ensure_streams, generate_credentials, nats_config
-from handsoff.federation.region import SignedRegion, save_region, sign_region
-from handsoff.keys import KdfStrength
+from handsoff.federation.region import Coordinator, SignedRegion, save_region, sign_region
+from handsoff.keys import KdfStrength, SigningKey
 from handsoff.services.aggregator.ingest import IngestStore
 from handsoff.services.aggregator.service import AggregatorPaths, init_aggregator, take_region
 from handsoff.services.auditor.region import StreamMessage, audit_region, read_streams
@@ -327,3 +327,62 @@ async def test_a_nats_configuration_from_before_the_follower_leaves_the_relay_al
             await link.stop()
         server.stop()
         node.close()
+
+
+async def test_a_node_far_behind_takes_an_expired_version_between_to_reach_the_current(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """The coordinators were replaced in a version that has expired since; a node that
+    missed it takes it as of its successor's issue (as an auditor checks a chain), then the
+    successor, which only the new coordinators signed. Never the expired one alone."""
+    region = Region(tmp_path, nats_server.url, age=timedelta(hours=3))
+    await region.start()
+    p1 = region.nodes[0]
+    base, now = region.base, datetime.now(UTC)
+    newcomers = {f"n{i}": SigningKey.generate() for i in (1, 2, 3)}
+    replaced = region.document.set_coordinators(
+        [Coordinator(c, f"Coordinator {c}", k.public_key) for c, k in newcomers.items()],
+        2,
+        issued_at=now - timedelta(hours=2),
+    )
+    replaced = msgspec.structs.replace(replaced, expires_at=now - timedelta(hours=1))
+    in_between = _sign(region.kit, replaced)  # by the coordinators it replaces
+    current = SignedRegion.unsigned(
+        replaced.renew(now + timedelta(days=30), issued_at=now - timedelta(minutes=90))
+    )
+    for c in ("n1", "n2"):
+        current = sign_region(current, c, newcomers[c])
+
+    async def announce(*versions: SignedRegion) -> None:
+        """As the aggregator announced them, each in its time."""
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            last = (await js.stream_info(subjects.events_stream("sadc"))).state.last_seq
+            for signed in versions:
+                taken = announcements.announcement(signed, last)
+                await js.publish(
+                    subjects.region_taken("sadc"),
+                    announcements.sign(taken, region.kit.aggregator),
+                    stream=subjects.aggregates_stream("sadc"),
+                )
+        finally:
+            await nc.close()
+
+    link = serving(p1, nats_server.url)
+    try:
+        # Only the expired version announced so far: not taken, and said why.
+        await announce(in_between)
+        await link.start()
+        await eventually("the refusal", lambda: link.status().region_error is not None, 30)
+        assert "expired" in (link.status().region_error or "")
+        assert link.status().region_version == base
+        # Its successor announced: both taken, in order.
+        await announce(current)
+        await eventually("the current version", lambda: (
+            link.status().region_version == base + 2), 30)
+        assert link.status().region_error is None
+        assert held_region(p1).version == base + 2
+        assert link.follower.status.taken == 2
+    finally:
+        await link.stop()

@@ -29,6 +29,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import nats.errors
 import nats.js.errors
@@ -37,7 +38,7 @@ from nats.js.client import JetStreamContext
 from handsoff.federation import announcements, subjects
 from handsoff.federation.errors import FederationError
 from handsoff.federation.readback import pages_after
-from handsoff.federation.region import RegionDocument, SignedRegion
+from handsoff.federation.region import RegionDocument, RegionProblem, SignedRegion, accept
 from handsoff.services.errors import ServiceError
 
 log = logging.getLogger("handsoff.follow")
@@ -59,7 +60,7 @@ class RegionFollower:
         region: str,
         partner: str,
         held: Callable[[], RegionDocument],
-        take: Callable[[SignedRegion], RegionDocument],
+        take: Callable[[SignedRegion, datetime | None], RegionDocument],
         *,
         interval: float = 30.0,
         fetch_timeout: float = 5.0,
@@ -101,27 +102,70 @@ class RegionFollower:
             )
             log.warning("follow: %s", self.status.last_error)
             return 0
-        taken, error, retry_from = 0, None, None
+        error: str | None = None
+        retry_from: int | None = None
+        newer: list[tuple[int, announcements.Opened]] = []
         for seq, data in read:
             try:
                 opened = announcements.open_taken(data, self.region)
-                if opened.version <= self.held().version:
-                    continue
-                doc = self.take(opened.region)
-            except (FederationError, ServiceError) as e:
-                # read again next time (a clock behind, a file not writable): what was
-                # taken meanwhile makes it "not newer" then, never taken twice
-                error = f"region version not taken: {e}"
-                retry_from = seq if retry_from is None else retry_from
+            except FederationError as e:
+                error, retry_from = f"announcement not opened: {e}", retry_from or seq
                 log.warning("follow: %s", error)
                 continue
+            if opened.version > max([self.held().version, *(o.version for _, o in newer)]):
+                newer.append((seq, opened))
+        taken = 0
+        chain, refusal = self._chain([o.region for _, o in newer], [s for s, _ in newer])
+        for seq, signed, as_of in chain:
+            try:
+                doc = self.take(signed, as_of)
+            except (FederationError, ServiceError) as e:
+                error, retry_from = f"region version not taken: {e}", retry_from or seq
+                log.warning("follow: %s", error)
+                break
             taken += 1
             log.info("follow: took region %s version %d", self.region, doc.version)
+        if len(newer) > taken and error is None:
+            seq, opened = newer[taken]
+            error = f"region version {opened.version} not taken: {refusal}"
+            retry_from = retry_from or seq
+            log.warning("follow: %s", error)
         if read:
             self.status.read_seq = (retry_from - 1) if retry_from is not None else read[-1][0]
         self.status.taken += taken
         self.status.last_error = error
         return taken
+
+    def _chain(
+        self, candidates: list[SignedRegion], seqs: list[int]
+    ) -> tuple[list[tuple[int, SignedRegion, datetime | None]], str]:
+        """The versions to take, in order, each with the moment it is judged at: now, or,
+        for one that has expired since, when its successor was issued (as an auditor
+        checks a chain: federation/history.py), but only when a later version valid now
+        follows, so an expired version is never where a node ends up; and why the chain
+        stops where it does ("" if it does not)."""
+        refusal = ""
+        held, now = self.held(), datetime.now(UTC)
+        chain: list[tuple[int, SignedRegion, datetime | None]] = []
+        usable = 0
+        for i, candidate in enumerate(candidates):
+            then = candidates[i + 1].document.issued_at if i + 1 < len(candidates) else None
+            try:
+                accept(candidate, held=held, now=now)
+                chain.append((seqs[i], candidate, None))
+                usable = len(chain)
+            except RegionProblem as e:
+                if then is None:
+                    refusal = str(e)
+                    break
+                try:
+                    accept(candidate, held=held, now=then)
+                except RegionProblem:
+                    refusal = str(e)
+                    break
+                chain.append((seqs[i], candidate, then))
+            held = candidate.document
+        return chain[:usable], refusal
 
     async def _read(self, js: JetStreamContext) -> list[tuple[int, bytes]]:
         """(stream sequence, data) of every announcement after `status.read_seq`."""

@@ -164,10 +164,11 @@ class NodeLink:
     async def _take_announced(self, js: JetStreamContext) -> None:
         await self.follower.catch_up(js)
 
-    def _take(self, candidate: SignedRegion) -> RegionDocument:
+    def _take(self, candidate: SignedRegion, as_of: datetime | None) -> RegionDocument:
         """A newer version announced: kept (the node's region file), then used by the relay
-        from its next batch and by referrals from the next package."""
-        doc = take_region(self.node, candidate)
+        from its next batch and by referrals from the next package. `as_of`: the moment it
+        is judged at (follow.py: an intermediate version that has expired since)."""
+        doc = take_region(self.node, candidate, as_of)
         self.region = self.referrals.region = doc
         return doc
 
