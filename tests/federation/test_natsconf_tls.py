@@ -358,13 +358,14 @@ async def test_a_node_joined_with_the_ca_relays_to_a_tls_only_server(
         join = [
             *("node", "join", "--dir", str(node.paths.root), "--region", str(region.region_file)),
             *("--nats", nats_url, "--password-file", str(password_file), "--nats-ca", "ca.pem"),
-            *("--publish-interval", "0"),
+            *("--publish-interval", "0", "--region-check-interval", "5"),
         ]
         assert main(join) == 0, capsys.readouterr().err
         assert "over TLS" in capsys.readouterr().out
         settings = load_config(NodePaths(node.paths.root)).federation
         assert settings is not None
         assert settings.nats_tls == NatsTls(ca_file=str(pki.ca.ca))
+        assert settings.region_check_interval == 5
         assert connect_options([nats_url], settings.nats_tls)["servers"] == [region.url]
 
         reopened = Node.open(node.paths.root, PASSPHRASE)

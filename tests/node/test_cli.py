@@ -201,3 +201,20 @@ def test_serve_answers_and_stops_cleanly(
         out = proc.communicate(timeout=20)[0].decode()
     assert proc.returncode == 0, out
     assert "Traceback" not in out
+
+
+@pytest.mark.usefixtures("env")
+def test_join_refuses_a_region_check_interval_of_zero_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = tmp_path / "node"
+    init(capsys, d)
+    before = (d / "node.json").read_bytes()
+    code, _, err = run(
+        capsys,
+        *("node", "join", "--dir", str(d), "--region", str(tmp_path / "region.json")),
+        *("--nats", "nats://127.0.0.1:4222", "--region-check-interval", "0"),
+    )
+    assert code == 2
+    assert "--region-check-interval must be more than 0 seconds" in err
+    assert (d / "node.json").read_bytes() == before

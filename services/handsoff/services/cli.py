@@ -146,6 +146,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     from handsoff.services.node.config import FederationSettings, save_config
     from handsoff.services.node.link import join_region
 
+    if args.region_check_interval <= 0:
+        raise CliError("--region-check-interval must be more than 0 seconds")
     tls = tls_from_args(args)
     if tls is not None:
         ssl_context(tls)  # the files are there and usable, or say so now
@@ -158,6 +160,7 @@ def cmd_join(args: argparse.Namespace) -> int:
             nats_password_file=str(args.password_file.resolve()) if args.password_file else None,
             publish_interval=args.publish_interval,
             checkpoint_interval=args.checkpoint_interval,
+            region_check_interval=args.region_check_interval,
             nats_tls=tls,
         )
         save_config(node.paths, msgspec.structs.replace(node.config, federation=settings))
@@ -420,6 +423,13 @@ def _add_node_commands(ns: Any) -> None:
         type=float,
         default=600.0,
         help="seconds between signed checkpoints of what was published (default 600)",
+    )
+    join.add_argument(
+        "--region-check-interval",
+        type=float,
+        default=30.0,
+        help="seconds between looks at the region versions the aggregator announces "
+        "(default 30; a newer one is taken at once)",
     )
     add_tls_options(join)
     join.set_defaults(func=cmd_join)
