@@ -12,8 +12,9 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import msgspec
@@ -134,6 +135,22 @@ async def history(region: Region) -> list[tuple[AggregateStatement, ...]]:
     return [tuple(by_release[n][i] for i in PUBLISHED) for n in sorted(by_release)]
 
 
+async def releases_follow_the_stream(
+    region: Region, latest: Sequence[AggregateStatement]
+) -> tuple[list[tuple[AggregateStatement, ...]], list[Any]]:
+    """Asserts that `latest` is the last release published and that every release equals
+    the auditor's recomputation from the raw events stream; (releases, events)."""
+    published = await history(region)
+    assert published[-1] == tuple(latest)
+    events = await read_all(
+        region.url,
+        subjects.all_events(region.document.region),
+        subjects.events_stream(region.document.region),
+    )
+    assert release_findings(events, region.document, published) == []
+    return published, events
+
+
 async def test_every_figure_equals_a_recomputation_from_the_raw_events(
     region: Region,
     tmp_path: Path,
@@ -190,14 +207,7 @@ async def test_every_figure_equals_a_recomputation_from_the_raw_events(
         await running.close()
 
     # Every release ever published equals the recomputation from the raw stream.
-    published = await history(region)
-    assert published[-1] == tuple(got)
-    events = await read_all(
-        region.url,
-        subjects.all_events(region.document.region),
-        subjects.events_stream(region.document.region),
-    )
-    assert release_findings(events, region.document, published) == []
+    published, _ = await releases_follow_the_stream(region, got)
     # Suppression happened (small cells exist in 20 stories a partner) and is marked.
     assert any(statements.SUPPRESSED in row for s in got for t in s.tables for row in t.cells)
     # The region document says "country": nothing partner-level anywhere.
@@ -287,14 +297,7 @@ async def test_a_partner_region_publishes_partner_figures_equal_to_a_recomputati
         assert nested == {(c, p) for p, c in partners}
 
         # Every release equals the auditor's recomputation from the raw stream ...
-        published = await history(region)
-        assert published[-1] == tuple(got)
-        events = await read_all(
-            region.url,
-            subjects.all_events(region.document.region),
-            subjects.events_stream(region.document.region),
-        )
-        assert release_findings(events, region.document, published) == []
+        _, events = await releases_follow_the_stream(region, got)
         # ... and the latest one's partner figures are the exact figures where published,
         # nothing small, nothing recoverable from the country tables and margins.
         last_seq = got[0].inputs.last_seq

@@ -102,6 +102,19 @@ def assert_safe(published: Published, table: Table) -> None:
     assert bridges(published.suppressed) == frozenset()
 
 
+def assert_no_difference_recovers(
+    published: list[Published],
+    bridges_of: Callable[[Published], frozenset[object]] = lambda _: frozenset(),
+) -> None:
+    """Differencing any two releases (consecutive or not) recovers nothing: no entry is
+    recoverable, and none is a bridge (`bridges_of` the difference)."""
+    for i, earlier in enumerate(published):
+        for later in published[i + 1 :]:
+            diff = difference(earlier, later)
+            assert recoverable(diff) == frozenset()
+            assert bridges_of(diff) == frozenset()
+
+
 # -- primary and complementary suppression ---------------------------------------------------
 
 
@@ -368,12 +381,7 @@ def test_no_suppressed_entry_is_recoverable_across_releases(case: tuple[int, lis
         if published:
             assert published[-1].suppressed <= shown.suppressed  # never unsuppressed
         published.append(shown)
-    # differencing any two releases (consecutive or not) recovers nothing either
-    for i, earlier in enumerate(published):
-        for later in published[i + 1 :]:
-            diff = difference(earlier, later)
-            assert recoverable(diff) == frozenset()
-            assert bridges(diff.suppressed) == frozenset()
+    assert_no_difference_recovers(published, lambda diff: bridges(diff.suppressed))
     assert memory.suppressed("t", "2025-03") == published[-1].suppressed
 
 
@@ -718,12 +726,9 @@ def test_no_suppressed_partner_or_country_entry_is_recoverable_across_releases(
         if published:
             assert published[-1].suppressed <= shown.suppressed  # never unsuppressed
         published.append(shown)
-    # differencing any two releases (consecutive or not) recovers nothing either
-    for i, earlier in enumerate(published):
-        for later in published[i + 1 :]:
-            diff = difference(earlier, later)
-            assert recoverable(diff) == frozenset()
-            assert nested_bridges(diff.suppressed, members_of(diff)) == frozenset()
+    assert_no_difference_recovers(
+        published, lambda diff: nested_bridges(diff.suppressed, members_of(diff))
+    )
     remembered = memory.suppressed("t", "2025-03") | memory.suppressed(
         members_record("t"), "2025-03"
     )
@@ -752,6 +757,4 @@ def test_switching_between_partner_and_country_breakdowns_keeps_countries_protec
         if countries:
             assert countries[-1].suppressed <= shown.suppressed
         countries.append(shown)
-    for i, earlier in enumerate(countries):
-        for later in countries[i + 1 :]:
-            assert recoverable(difference(earlier, later)) == frozenset()
+    assert_no_difference_recovers(countries)

@@ -53,7 +53,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import LinkStatus, NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import record_stories
-from support import PASSPHRASE, RegionKit, create_region_streams, make_node
+from support import PASSPHRASE, RegionKit, create_region_streams, eventually, make_node
 
 WORKER = Path(__file__).parents[1] / "aggregator" / "aggregator_worker.py"
 
@@ -107,11 +107,11 @@ async def relay(nodes: list[Node], url: str, deadline_s: float = 60.0) -> None:
     try:
         for link in links:
             await link.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_s
-        while not all(done(link.status(), b) for link, b in zip(links, before, strict=True)):
-            assert loop.time() < deadline, [link.status() for link in links]
-            await asyncio.sleep(0.05)
+        await eventually(
+            "every link to relay and checkpoint what it has",
+            lambda: all(done(link.status(), b) for link, b in zip(links, before, strict=True)),
+            deadline_s,
+        )
     finally:
         for link in links:
             await link.stop()

@@ -310,6 +310,25 @@ def streams(region: TlsRegion, url: str, *tls_args: str) -> int:
     return main(["region", "streams", "--credentials", credentials, "--url", url, *tls_args])
 
 
+def joined_link(
+    node: Node, region: TlsRegion, tmp_path: Path, tls: NatsTls | None = None
+) -> NodeLink:
+    """The node joined to the region (as p1, with its password file), its link not started."""
+    join_region(node, region.region_file)
+    password_file = tmp_path / "p1.nats-password"
+    password_file.write_text(region.password("p1"))
+    return NodeLink(
+        node,
+        FederationSettings(
+            nats_url=region.url,
+            nats_user="p1",
+            nats_password_file=str(password_file),
+            publish_interval=0,
+            nats_tls=tls,
+        ),
+    )
+
+
 async def stored_events(region: TlsRegion, tls: NatsTls) -> list[tuple[str, bytes]]:
     """(msg id, payload) of the events stream, read over TLS as the operator."""
     nc = await connect(
@@ -429,18 +448,7 @@ async def test_clients_without_the_ca_are_refused_with_a_clear_error(
             await connect(region.url, NatsTls(ca_file=str(pki.server.key)))
 
         # A node configured without the CA keeps recording; its status names the problem.
-        join_region(node, region.region_file)
-        password_file = tmp_path / "p1.nats-password"
-        password_file.write_text(region.password("p1"))
-        link = NodeLink(
-            node,
-            FederationSettings(
-                nats_url=region.url,
-                nats_user="p1",
-                nats_password_file=str(password_file),
-                publish_interval=0,
-            ),
-        )
+        link = joined_link(node, region, tmp_path)
         try:
             await link.start()
             await eventually(
@@ -542,19 +550,7 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
         )
         assert code == 0
         # A node with its certificate relays.
-        join_region(node, region.region_file)
-        password_file = tmp_path / "p1.nats-password"
-        password_file.write_text(region.password("p1"))
-        link = NodeLink(
-            node,
-            FederationSettings(
-                nats_url=region.url,
-                nats_user="p1",
-                nats_password_file=str(password_file),
-                publish_interval=0,
-                nats_tls=mine,
-            ),
-        )
+        link = joined_link(node, region, tmp_path, mine)
         try:
             record_stories(node, 3, 6)
             expected = expected_messages(node)

@@ -19,7 +19,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import expected_messages, read_stream, record_stories
-from support import PASSPHRASE, RegionKit, make_node
+from support import PASSPHRASE, RegionKit, eventually, make_node
 
 SHORT_WINDOW = 1.0  # seconds: the outage below lasts longer than this
 
@@ -170,11 +170,9 @@ async def test_a_node_restored_from_a_backup_stops_sharing_instead_of_losing_eve
         link = NodeLink(restored, settings)
         await link.start()
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30
-            while link.status().relay_blocked is None:
-                assert loop.time() < deadline, f"relay not blocked: {link.status()}"
-                await asyncio.sleep(0.05)
+            await eventually(
+                "the relay to stop", lambda: link.status().relay_blocked is not None, 30
+            )
             assert "restored from a backup" in (link.status().relay_blocked or "")
             error = link.status().last_error or ""
             assert error.startswith("blocked:"), error

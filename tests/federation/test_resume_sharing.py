@@ -25,12 +25,11 @@ from handsoff.services.auditor.region import audit_region
 from handsoff.services.cli import main
 from handsoff.services.natsserver import EmbeddedNats
 from handsoff.services.node.config import FederationSettings, save_config
-from handsoff.services.node.link import NodeLink, join_region, publish_checkpoint
+from handsoff.services.node.link import NodeLink, join_region, publish_checkpoint, relay_position
 from handsoff.services.node.node import Node
 from handsoff.services.node.resume import (
     ResumeRefused,
     plan,
-    relay_position,
     resume_sharing,
     stream_messages,
 )

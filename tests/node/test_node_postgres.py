@@ -16,8 +16,8 @@ from handsoff.keys import KdfStrength, load_keyring
 from handsoff.services.node.admin import RelaySharingResumed
 from handsoff.services.node.config import NodeConfig, NodePaths, PostgresSettings, load_config
 from handsoff.services.node.errors import TamperedEvent
+from handsoff.services.node.link import relay_position
 from handsoff.services.node.node import Node
-from handsoff.services.node.resume import relay_position
 from handsoff.services.node.verify import verify_node
 from support import PASSPHRASE, T0, incident
 

@@ -88,9 +88,24 @@ class NumberGap(NamedTuple):
         return self.last_lost - self.first_lost + 1
 
 
-def number_offset(gaps: Sequence[NumberGap], notification_id: int) -> int:
-    """How far past its count a message made from this notification is numbered."""
-    return sum(g.size for g in gaps if notification_id > g.after_notification)
+class Numbering:
+    """Message numbers as the relay gives them: a count of the shared messages made, in log
+    order, pushed past every gap before the notification they are made from. The relay,
+    `audit node` and `node resume-sharing` number with it, so they always agree."""
+
+    __slots__ = ("count", "gaps")
+
+    def __init__(self, gaps: Sequence[NumberGap] = ()) -> None:
+        self.count = 0  # shared messages made so far
+        self.gaps = tuple(gaps)
+
+    def numbers(self, notification_id: int, made: int) -> range:
+        """The numbers of the `made` messages made from this notification (counted)."""
+        first = self.count + 1
+        if self.gaps:
+            first += sum(g.size for g in self.gaps if notification_id > g.after_notification)
+        self.count += made
+        return range(first, first + made)
 
 
 class ChangeSource(Protocol):
@@ -151,7 +166,6 @@ class Relay:
         gaps: Sequence[NumberGap] = (),
     ) -> None:
         self.settings = settings
-        self.gaps = tuple(gaps)
         self.signer = signer
         self.policy = policy
         self.source = source
@@ -159,13 +173,13 @@ class Relay:
         self.status = RelayStatus()
         self._position = store.load()
         self._replayed = False
-        self._numbered = 0  # shared messages made so far (message numbers are 1, 2, ...)
+        self._numbering = Numbering(gaps)  # of the messages made so far
         # Fault-injection point for crash tests: runs after the PubAcks, before the commit.
         self.after_publish: Callable[[], None] | None = None
         # Run once the connection is back after a failure (and at start), before anything is
         # sent again: the node takes the region version announced meanwhile, and what was
         # built but not sent is sealed again under it (services/node/link.py).
-        self.before_resending: Callable[[JetStreamContext], Awaitable[None]] | None = None
+        self.before_resending: Callable[[JetStreamContext], Awaitable[object]] | None = None
         self._connected: Callable[[], bool] | None = None
 
     def replay_policy(self) -> None:
@@ -177,7 +191,9 @@ class Relay:
             if not page:
                 break
             for c in page:
-                self._numbered += len(self.policy.process(c.case_id, c.change))
+                self._numbering.numbers(
+                    c.notification_id, len(self.policy.process(c.case_id, c.change))
+                )
             cursor = page[-1].notification_id
         self.status.position = self._position.notification_id
         self._replayed = True
@@ -195,16 +211,15 @@ class Relay:
         subject_of: dict[type, str] = {}
         process = self.policy.process_encoded
         out: list[Outgoing] = []
-        gaps = self.gaps
         for c in page:
-            offset = number_offset(gaps, c.notification_id) if gaps else 0
-            for shared, payload in process(c.case_id, c.change):
-                self._numbered += 1
+            made = process(c.case_id, c.change)
+            numbers = self._numbering.numbers(c.notification_id, len(made))
+            for number, (shared, payload) in zip(numbers, made, strict=True):
                 subject = subject_of.get(type(shared))
                 if subject is None:
                     kind = kind_of(type(shared))
                     subject = subject_of[type(shared)] = subjects.events(s.region, s.partner, kind)
-                msg_id = message_id(s.partner, self._numbered + offset)
+                msg_id = message_id(s.partner, number)
                 headers = seal_headers(signer, subject, msg_id, payload, version)
                 out.append(Outgoing(c.notification_id, subject, msg_id, payload, headers))
         self.status.head = max(self.status.head, page[-1].notification_id)

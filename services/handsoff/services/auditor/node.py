@@ -26,7 +26,7 @@ from handsoff.federation.envelope import message_id, parse_message_id
 from handsoff.federation.errors import FederationError
 from handsoff.federation.policy import SharePolicy
 from handsoff.federation.pseudonyms import Pseudonymiser
-from handsoff.federation.relay import NumberGap, number_offset
+from handsoff.federation.relay import NumberGap, Numbering
 from handsoff.federation.shared import SharedRetraction, encode
 from handsoff.services.auditor.report import AuditReport, Collector
 from handsoff.services.node.node import Node
@@ -55,7 +55,7 @@ def shared_messages(node: Node, found: Collector) -> dict[str, bytes]:
     shared_any: set[UUID] = set()
     retracted: set[UUID] = set()
     out: dict[str, bytes] = {}
-    gaps = node.admin.number_gaps()
+    numbering = Numbering(node.admin.number_gaps())
     source = LogSource(node.cases)
     position = 0
     while True:
@@ -75,9 +75,9 @@ def shared_messages(node: Node, found: Collector) -> dict[str, bytes]:
                 and has_consent(before, STATISTICS)
                 and not has_consent(state, STATISTICS)
             )
-            offset = number_offset(gaps, c.notification_id)
-            for event in leaving:
-                n = len(out) + 1 + offset
+            for n, event in zip(
+                numbering.numbers(c.notification_id, len(leaving)), leaving, strict=True
+            ):
                 out[message_id(partner, n)] = encode(event)
                 if isinstance(event, SharedRetraction):
                     retracted.add(c.case_id)

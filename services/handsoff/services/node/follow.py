@@ -104,7 +104,8 @@ class RegionFollower:
             return 0
         error: str | None = None
         retry_from: int | None = None
-        newer: list[tuple[int, announcements.Opened]] = []
+        newer: list[tuple[int, SignedRegion]] = []  # (seq, version) each newer than the last
+        latest = self.held().version
         for seq, data in read:
             try:
                 opened = announcements.open_taken(data, self.region)
@@ -112,10 +113,11 @@ class RegionFollower:
                 error, retry_from = f"announcement not opened: {e}", retry_from or seq
                 log.warning("follow: %s", error)
                 continue
-            if opened.version > max([self.held().version, *(o.version for _, o in newer)]):
-                newer.append((seq, opened))
+            if opened.version > latest:
+                newer.append((seq, opened.region))
+                latest = opened.version
         taken = 0
-        chain, refusal = self._chain([o.region for _, o in newer], [s for s, _ in newer])
+        chain, refusal = self._chain(newer)
         for seq, signed, as_of in chain:
             try:
                 doc = self.take(signed, as_of)
@@ -126,8 +128,8 @@ class RegionFollower:
             taken += 1
             log.info("follow: took region %s version %d", self.region, doc.version)
         if len(newer) > taken and error is None:
-            seq, opened = newer[taken]
-            error = f"region version {opened.version} not taken: {refusal}"
+            seq, signed = newer[taken]
+            error = f"region version {signed.document.version} not taken: {refusal}"
             retry_from = retry_from or seq
             log.warning("follow: %s", error)
         if read:
@@ -137,7 +139,7 @@ class RegionFollower:
         return taken
 
     def _chain(
-        self, candidates: list[SignedRegion], seqs: list[int]
+        self, candidates: list[tuple[int, SignedRegion]]
     ) -> tuple[list[tuple[int, SignedRegion, datetime | None]], str]:
         """The versions to take, in order, each with the moment it is judged at: now, or,
         for one that has expired since, when its successor was issued (as an auditor
@@ -148,11 +150,11 @@ class RegionFollower:
         held, now = self.held(), datetime.now(UTC)
         chain: list[tuple[int, SignedRegion, datetime | None]] = []
         usable = 0
-        for i, candidate in enumerate(candidates):
-            then = candidates[i + 1].document.issued_at if i + 1 < len(candidates) else None
+        for i, (seq, candidate) in enumerate(candidates):
+            then = candidates[i + 1][1].document.issued_at if i + 1 < len(candidates) else None
             try:
                 accept(candidate, held=held, now=now)
-                chain.append((seqs[i], candidate, None))
+                chain.append((seq, candidate, None))
                 usable = len(chain)
             except RegionProblem as e:
                 if then is None:
@@ -163,7 +165,7 @@ class RegionFollower:
                 except RegionProblem:
                     refusal = str(e)
                     break
-                chain.append((seqs[i], candidate, then))
+                chain.append((seq, candidate, then))
             held = candidate.document
         return chain[:usable], refusal
 

@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 import nats.errors
 from nats.aio.client import Client
-from nats.js.client import JetStreamContext
 
 from handsoff.federation import subjects
 from handsoff.federation.checkpoints import Checkpoint
@@ -69,6 +68,11 @@ class LinkStatus(msgspec.Struct, frozen=True):
     region_error: str | None = None
 
 
+def relay_position(node: Node) -> TrackedPosition:
+    """The relay's committed position (its own store beside the node's logs)."""
+    return TrackedPosition(store_env(node.config, node.paths.data, "relay"))
+
+
 def held_region(node: Node) -> RegionDocument:
     if not node.paths.region.exists():
         raise ConfigError(f"{node.paths.root} has not joined a region (`handsoff node join`)")
@@ -102,7 +106,7 @@ class NodeLink:
         self.settings = settings
         self.servers = server_urls(settings.nats_url)  # one URL, or a cluster's, comma-separated
         self.region = held_region(node)
-        self.position = TrackedPosition(store_env(node.config, node.paths.data, "relay"))
+        self.position = relay_position(node)
         self.relay = Relay(
             RelaySettings(
                 region=self.region.region,
@@ -132,7 +136,7 @@ class NodeLink:
             interval=settings.region_check_interval,
         )
         # every version announced while this node was away, before anything is sent again
-        self.relay.before_resending = self._take_announced
+        self.relay.before_resending = self.follower.catch_up
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
@@ -160,9 +164,6 @@ class NodeLink:
             relay_blocked=s.blocked,
             region_error=self.follower.status.last_error,
         )
-
-    async def _take_announced(self, js: JetStreamContext) -> None:
-        await self.follower.catch_up(js)
 
     def _take(self, candidate: SignedRegion, as_of: datetime | None) -> RegionDocument:
         """A newer version announced: kept (the node's region file), then used by the relay

@@ -35,13 +35,17 @@ from handsoff.federation.envelope import message_id, parse_message_id
 from handsoff.federation.errors import FederationError
 from handsoff.federation.policy import SharePolicy
 from handsoff.federation.pseudonyms import Pseudonymiser
-from handsoff.federation.relay import Position, number_offset, payload_digest, stored_payloads
+from handsoff.federation.relay import Numbering, Position, payload_digest, stored_payloads
 from handsoff.services.node.admin import RelaySharingResumed
 from handsoff.services.node.errors import NodeError
-from handsoff.services.node.link import RegionUnreachable, connect_once, held_region
+from handsoff.services.node.link import (
+    RegionUnreachable,
+    connect_once,
+    held_region,
+    relay_position,
+)
 from handsoff.services.node.node import Node
-from handsoff.services.node.outbox import LogSource, TrackedPosition
-from handsoff.services.node.persistence import store_env
+from handsoff.services.node.outbox import LogSource
 
 PAGE = 1000
 
@@ -57,10 +61,10 @@ def plan(node: Node, stored: Mapping[int, tuple[bytes, int]]) -> RelaySharingRes
     if not stored:
         raise ResumeRefused(f"the region's stream holds no message of {partner}: nothing to resume")
     policy = SharePolicy(partner, Pseudonymiser(node.pseudonym_key))
-    gaps = node.admin.number_gaps()
+    numbering = Numbering(node.admin.number_gaps())
     source = LogSource(node.cases)
     highest = max(stored)
-    count = upto = made_upto = cursor = 0
+    upto = made_upto = cursor = 0
     while page := source.changes_after(cursor, PAGE):
         for c in page:
             cursor = c.notification_id
@@ -68,7 +72,7 @@ def plan(node: Node, stored: Mapping[int, tuple[bytes, int]]) -> RelaySharingRes
                 made = policy.process_encoded(c.case_id, c.change)
             except FederationError as e:
                 raise ResumeRefused(f"case event {c.notification_id}: {e}") from None
-            numbers = [count + i + 1 + number_offset(gaps, cursor) for i in range(len(made))]
+            numbers = numbering.numbers(cursor, len(made))
             held = [stored.get(n) for n in numbers]
             pairs = zip(held, made, strict=True)
             if any(h is not None and h[0] != payload_digest(p) for h, (_, p) in pairs):
@@ -79,7 +83,6 @@ def plan(node: Node, stored: Mapping[int, tuple[bytes, int]]) -> RelaySharingRes
                     f"the region's stream lacks {message_id(partner, missing[0])}, which this "
                     "log makes, but holds later numbers: not a restore this command can resume"
                 )
-            count += len(made)
             upto = cursor
             made_upto = numbers[-1] if numbers else made_upto
     return _resumption(partner, stored, upto, made_upto)
@@ -120,10 +123,6 @@ async def stream_messages(js: JetStreamContext, node: Node) -> dict[int, tuple[b
         if partner == node.config.partner:
             out[number] = held
     return out
-
-
-def relay_position(node: Node) -> TrackedPosition:
-    return TrackedPosition(store_env(node.config, node.paths.data, "relay"))
 
 
 async def resume_sharing_now(node: Node, by: str) -> RelaySharingResumed:
