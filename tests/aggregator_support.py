@@ -65,9 +65,12 @@ async def make_region(
     revoked: SigningKey | None = None,
     partners: Sequence[tuple[str, str]] = PARTNERS,
     breakdowns: Breakdowns = "country",
+    events_window: float | None = None,
 ) -> Region:
     """`revoked`: a second key of p1, listed and then revoked (for tampering tests).
-    `partners`: (id, country) of the nodes; `breakdowns`: the region document's rule."""
+    `partners`: (id, country) of the nodes; `breakdowns`: the region document's rule;
+    `events_window`: a short duplicate window for the events stream (see
+    `create_region_streams`)."""
     nodes = [make_node(tmp_path / p, p, c) for p, c in partners]
     agg_dir = tmp_path / "aggregator"
     key = init_aggregator(agg_dir, PASSPHRASE, KdfStrength.INTERACTIVE)
@@ -89,7 +92,7 @@ async def make_region(
         join_region(node, region_file)
         record_stories(node, seed, stories)
     if streams:
-        await create_region_streams(url, kit.document.region)
+        await create_region_streams(url, kit.document.region, events_window=events_window)
     region = Region(nodes, kit, region_file, agg_dir, key, url)
     await relay_all(region)
     return region

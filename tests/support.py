@@ -4,10 +4,13 @@ region file; `eventually`, waiting on a condition with a deadline."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import nats
 
 from handsoff.events import (
     AgeBand,
@@ -18,6 +21,8 @@ from handsoff.events import (
     PerpetratorCategory,
     ViolenceType,
 )
+from handsoff.federation import subjects
+from handsoff.federation.natsconf import ensure, stream_configs
 from handsoff.federation.region import (
     Aggregator,
     Coordinator,
@@ -154,15 +159,23 @@ async def eventually(what: str, condition: Callable[[], Any], deadline_s: float 
         await asyncio.sleep(0.1)
 
 
-async def create_region_streams(url: str, region: str = "sadc") -> None:
+async def create_region_streams(
+    url: str, region: str = "sadc", *, events_window: float | None = None
+) -> None:
     """The region's JetStream streams on the server at `url`, as `region streams` makes them
-    (production configuration)."""
-    import nats
-
-    from handsoff.federation.natsconf import ensure_streams
-
+    (production configuration). `events_window`: a short duplicate window for the events
+    stream, set when it is created, so a test can store a copy of a message again soon (as
+    a relay retrying after the window would); shortening the window of a stream that
+    already holds messages proved unreliable in CI (the copy stayed a duplicate for 30 s)."""
+    configs = stream_configs(region)
+    if events_window is not None:
+        events = subjects.events_stream(region)
+        configs = [
+            dataclasses.replace(c, duplicate_window=events_window) if c.name == events else c
+            for c in configs
+        ]
     nc = await nats.connect(url)
     try:
-        await ensure_streams(nc.jetstream(), region)
+        await ensure(nc.jetstream(), configs)
     finally:
         await nc.close()

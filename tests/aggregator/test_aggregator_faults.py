@@ -5,7 +5,6 @@ stay exact; the quarantine counts every reject by its reason."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from aggregator_support import Region, make_region, read_all, release_findings, 
 from handsoff.events import Country, PerpetratorCategory, ViolenceType, core_type
 from handsoff.federation import statements, subjects
 from handsoff.federation.envelope import MSG_ID, message_id, seal_headers
-from handsoff.federation.natsconf import stream_configs
 from handsoff.federation.shared import (
     SharedEvent,
     SharedFirstResponse,
@@ -143,12 +141,9 @@ async def test_forged_duplicated_replayed_and_out_of_order_messages(
     tmp_path: Path, nats_server: EmbeddedNats
 ) -> None:
     # A short duplicate window, so duplicates published later really reach the stream.
+    region = await make_region(tmp_path, nats_server.url, stories=10, events_window=0.5)
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
-    for config in stream_configs("sadc"):
-        window = 0.5 if config.name == subjects.events_stream("sadc") else config.duplicate_window
-        await js.add_stream(dataclasses.replace(config, duplicate_window=window))
-    region = await make_region(tmp_path, nats_server.url, stories=10, streams=False)
     try:
         take_region(AggregatorPaths(region.aggregator_dir), region.region_file)
         assert await asyncio.to_thread(worker, region, "none", 0) == 0

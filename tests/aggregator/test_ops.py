@@ -13,7 +13,6 @@ from typing import Any
 import httpx2 as httpx
 import nats
 import pytest
-from nats.js.api import StreamConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator_support import Region, make_region, read_all, relay_all, stream_end, verify_stream
@@ -35,6 +34,7 @@ from relay_support import record_stories
 from support import PASSPHRASE
 
 TIMEOUT = 30.0
+EVENTS_WINDOW = 0.5  # seconds: the events stream's duplicate window, so a copy can be stored
 # What /readyz shows of ingest and releases (it may show more: the checkpoints witnessed).
 READY_KEYS = (
     "ready",
@@ -53,7 +53,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture
 async def region(tmp_path: Path, nats_server: EmbeddedNats) -> AsyncIterator[Region]:
-    r = await make_region(tmp_path, nats_server.url, stories=8)
+    r = await make_region(tmp_path, nats_server.url, stories=8, events_window=EVENTS_WINDOW)
     try:
         yield r
     finally:
@@ -131,15 +131,12 @@ async def catch_up(aggregator: Aggregator, position: int) -> None:
 
 async def republish_beyond_the_window(url: str, region: str, seq: int) -> int:
     """Stores message `seq` of the events stream again, as a relay retrying after the
-    duplicate window would; returns the new copy's sequence."""
+    duplicate window would (the fixture's events stream has a short window); returns the
+    new copy's sequence."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
         name = subjects.events_stream(region)
-        info = await js.stream_info(name)
-        config: StreamConfig = info.config
-        config.duplicate_window = 0.2
-        await js.update_stream(config)
         original = await js.get_msg(name, seq)
         assert original.subject is not None
         stored: list[int] = []
