@@ -36,6 +36,7 @@ from handsoff.services.aggregator.disclosure import (
     determined,
     difference,
     members_record,
+    pinned,
     protect,
     protect_nested,
     recoverable,
@@ -89,6 +90,66 @@ def bridges(suppressed: frozenset[Position]) -> frozenset[Position]:
     return frozenset(p for p in suppressed if not connected(p, ("r", p[0]), ("c", p[1])))
 
 
+def moved_by_one(
+    values: Mapping[Position, int],
+    suppressed: frozenset[Position],
+    equations: list[list[Position]],
+) -> frozenset[Position]:
+    """Independent oracle for the lower bounds: the suppressed entries x for which another
+    table fits what was published, with x changed, every equation kept and no suppressed
+    entry below what a reader knows (at least 1, or 0 for an entry that is 0). It searches
+    changes of -1, 0 or +1 per suppressed entry (enough: if x can change at all, a unit
+    change along one cycle does), straight on the equations (each line's parts minus its
+    total, the total last), by backtracking with each line's last unknown forced."""
+
+    def floor(p: Position) -> int:
+        return min(values[p], 1)
+
+    def complete(change: dict[Position, int]) -> bool:
+        forced = True
+        while forced:
+            forced = False
+            for line in equations:
+                unknown = [p for p in line if p in suppressed and p not in change]
+                known = sum(
+                    change.get(p, 0) * (-1 if p == line[-1] else 1)
+                    for p in line
+                    if p not in unknown
+                )
+                if not unknown:
+                    if known:
+                        return False
+                elif len(unknown) == 1:
+                    p = unknown[0]
+                    d = -known * (-1 if p == line[-1] else 1)
+                    if abs(d) > 1 or values[p] + d < floor(p):
+                        return False
+                    change[p] = d
+                    forced = True
+        rest = sorted((p for p in suppressed if p not in change), key=repr)
+        if not rest:
+            return True
+        for d in (0, 1, -1):
+            if values[rest[0]] + d >= floor(rest[0]) and complete({**change, rest[0]: d}):
+                return True
+        return False
+
+    return frozenset(
+        x
+        for x in suppressed
+        if any(values[x] + d >= floor(x) and complete({x: d}) for d in (1, -1))
+    )
+
+
+def assert_nothing_pinned(
+    published: Published, values: Mapping[Position, int], equations: list[list[Position]]
+) -> None:
+    """Nothing suppressed is fixed by the equations and the lower bounds together: by the
+    module's check and by the oracle (every suppressed entry can move)."""
+    assert pinned(published, values) == frozenset()
+    assert moved_by_one(values, published.suppressed, equations) == published.suppressed
+
+
 def assert_safe(published: Published, table: Table) -> None:
     values = table.values()
     assert set(published.entries) == set(values)
@@ -100,6 +161,7 @@ def assert_safe(published: Published, table: Table) -> None:
         assert sum(published.entries[p] is SUPPRESSED for p in line) != 1, line
     assert recoverable(published) == frozenset()
     assert bridges(published.suppressed) == frozenset()
+    assert_nothing_pinned(published, values, lines(published.rows, published.columns))
 
 
 def assert_no_difference_recovers(
@@ -258,6 +320,66 @@ def test_solver_agrees_with_the_graph_criterion(
     rows = tuple(map(str, range(n_rows)))
     columns = tuple("abcd"[:n_cols])
     assert determined(rows, columns, suppressed) == bridges(frozenset(suppressed))
+
+
+def test_two_small_cells_in_a_row_are_not_given_away_by_their_lower_bound() -> None:
+    """(X, A) and (X, B) are 1 and 1, X's total 12 and (X, C) 10 are published: no equation
+    determines either cell, but both are at least 1 (zeros are published) and add up to 2,
+    so a rectangle with row Z would give both away (and Z's two with them). The lower-bound
+    check hides (X, C) and (Z, C) too: then (X, A) can be anything from 1 to 10."""
+    table = grid("XYZ", "ABC", [[1, 1, 10], [6, 7, 8], [5, 6, 9]])
+    values = table.values()
+    rectangle = frozenset({("X", "A"), ("X", "B"), ("Z", "A"), ("Z", "B")})
+    assert determined(table.rows, table.columns, rectangle) == frozenset()
+    equations = lines(table.rows, table.columns)
+    assert moved_by_one(values, rectangle, equations) == frozenset()  # all four pinned
+
+    published = protect(table)
+    assert published.suppressed == rectangle | {("X", "C"), ("Z", "C")}
+    assert published.row_total("X") == 12
+    assert_safe(published, table)
+
+
+def test_an_entry_with_its_margins_hidden_can_always_be_raised() -> None:
+    # A lone 1 in a one-way table: the cell, its column total (the same number) and the
+    # grand total move up together, so even an entry at its lower bound is not pinned.
+    published = protect(Table.one_way({"A": 1, "B": 0}))
+    assert published.suppressed == {("all", "A"), (None, "A"), ("all", None), (None, None)}
+    assert pinned(published, Table.one_way({"A": 1, "B": 0}).values()) == frozenset()
+
+
+valued_patterns = patterns.flatmap(
+    lambda pattern: st.tuples(
+        st.just(pattern),
+        st.lists(st.integers(0, 3), min_size=16, max_size=16),  # cells, row-major
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(valued_patterns)
+def test_pinned_agrees_with_the_oracle(
+    case: tuple[tuple[tuple[int, int], set[Position]], list[int]],
+) -> None:
+    ((n_rows, n_cols), suppressed), cells = case
+    rows = tuple(map(str, range(n_rows)))
+    columns = tuple("abcd"[:n_cols])
+    table = Table(
+        rows=rows,
+        columns=columns,
+        counts=tuple(tuple(cells[4 * i + j] for j in range(n_cols)) for i in range(n_rows)),
+    )
+    values = table.values()
+    hidden = frozenset(suppressed)
+    shown = Published(
+        rows=rows,
+        columns=columns,
+        k=DEFAULT_K,
+        entries={p: SUPPRESSED if p in hidden else v for p, v in values.items()},
+    )
+    free = moved_by_one(values, hidden, lines(rows, columns))
+    assert pinned(shown, values) == hidden - free
+    assert recoverable(shown) <= pinned(shown, values)
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -500,6 +622,7 @@ def assert_nested_safe(published: Published, table: NestedTable) -> None:
         assert sum(published.entries[p] is SUPPRESSED for p in line) != 1, line
     assert recoverable(published) == frozenset()
     assert nested_bridges(published.suppressed, members_of(published)) == frozenset()
+    assert_nothing_pinned(published, values, nested_lines(published))
 
 
 def nested(
@@ -675,6 +798,34 @@ def test_nested_solver_agrees_with_the_graph_criterion(
         parents=tuple(members.values()),
     )
     assert found == nested_bridges(frozenset(suppressed), members)
+
+
+@settings(max_examples=200, deadline=None)
+@given(nested_patterns, st.lists(st.integers(0, 3), min_size=36, max_size=36))
+def test_nested_pinned_agrees_with_the_oracle(
+    pattern: tuple[tuple[list[int], int], set[Position]], cells: list[int]
+) -> None:
+    (sizes, n_cols), suppressed = pattern
+    groups = tuple(f"G{g}" for g in range(len(sizes)))
+    members = {f"G{g}/m{i}": f"G{g}" for g, n in enumerate(sizes) for i in range(n)}
+    columns = tuple("abc"[:n_cols])
+    counts = iter(cells)
+    table = NestedTable.from_cells(
+        {(m, c): next(counts) for m in members for c in columns}, members, groups, columns
+    )
+    values = table.values()
+    hidden = frozenset(suppressed)
+    shown = Published(
+        rows=groups,
+        columns=columns,
+        k=DEFAULT_K,
+        entries={p: SUPPRESSED if p in hidden else v for p, v in values.items()},
+        members=tuple(members),
+        parents=tuple(members.values()),
+    )
+    free = moved_by_one(values, hidden, nested_lines(shown))
+    assert pinned(shown, values) == hidden - free
+    assert recoverable(shown) <= pinned(shown, values)
 
 
 @st.composite

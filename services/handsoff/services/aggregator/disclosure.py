@@ -8,9 +8,10 @@ margins included, is either its true number or ``SUPPRESSED``:
    ``k - 1`` is suppressed; ``k`` is configurable, default 5, at least 2.
 
    **Zeros are published.** A zero is nobody, and "no police violence reported in X" is a
-   result in itself. A published zero never helps recover a suppressed entry: it enters the
-   attacker's equations as a known constant like any other published number, and the exact
-   check below accounts for it. Zeros are never chosen as complements while a non-zero entry
+   result in itself. A published zero enters the attacker's equations as a known constant
+   like any other published number, and the exact check below accounts for it; that zeros
+   are published also tells a reader every suppressed entry is at least 1, which the
+   lower-bound step (2c) accounts for. Zeros are never chosen as complements while a non-zero entry
    will do (a zero can be a known structural zero, so hiding it protects nothing); a zero is
    taken only when a line has nothing else (a remembered entry that has fallen to 0).
 
@@ -44,14 +45,23 @@ margins included, is either its true number or ``SUPPRESSED``:
    line rule gives every touched line two suppressed entries), and every row line meets
    every column line in exactly one entry, so some entry joins the two parts.
 
-   Why this is also safe against an attacker who knows counts are non-negative integers: the
-   equations of a two-way table with margins are, up to signs, those of a bipartite graph
-   (lines are nodes, entries are edges). An entry is undetermined exactly when it lies on a
-   cycle of suppressed entries, and moving the values by +1/-1 alternately around that cycle
-   gives another table with the same published numbers. Every suppressed entry is at least 1
-   (zeros are not suppressed, except the last-resort case and entries kept suppressed by
-   ``SuppressionMemory`` whose count later fell to 0), so both shifted tables stay
-   non-negative: at least two integer tables fit what was published.
+   The equations of a two-way table with margins are, up to signs, those of a bipartite
+   graph (lines are nodes, entries are edges). An entry is undetermined exactly when it
+   lies on a cycle of suppressed entries: moving the values by +1/-1 alternately around
+   that cycle gives another table with the same published numbers.
+
+   c. *Lower bounds.* Undetermined is not enough: a reader also knows counts are whole
+      numbers and, since zeros are published, that a suppressed entry is at least 1. Two
+      suppressed cells of a row that must add up to 2 are then both 1, though no equation
+      determines either. So every suppressed entry must also move by one *without going
+      below its bound*: it must lie on a cycle of suppressed entries where each entry the
+      move lowers is above its bound (module ``bounds`` shows this is exact). The first
+      entry that cannot move gets the cheapest such cycle (Dijkstra over the published
+      entries, by the same order as complements), then the line rule and the exact check
+      run again, until every suppressed entry can move. Raising needs no bound, so hiding a
+      cell with its margins always frees it. (The bound is 1 for every suppressed entry
+      that is not 0; an entry that is 0, suppressed as a last resort or kept by
+      ``SuppressionMemory`` after its count fell, has bound 0.)
 
 3. **Statistics.** ``suppress_stat``: a median or percentile over fewer than ``k`` cases is
    not published.
@@ -76,7 +86,7 @@ margins included, is either its true number or ``SUPPRESSED``:
    column of its members with the group's entry as total. A group with a single member
    has that member's entries as its own: the line rule hides them together.
 
-   The same three steps apply. Complements are taken as low as possible: members' cells,
+   The same steps apply. Complements are taken as low as possible: members' cells,
    then members' totals, then the groups' cells, then the groups' totals and the column
    totals, the grand total last (countries and the region are what most readers need).
    The exact check needs more than one extra entry now and then (a partner row meets only
@@ -86,8 +96,8 @@ margins included, is either its true number or ``SUPPRESSED``:
    follow from the others (each group's own row, when it has members), every entry is in
    exactly two equations with signs that make them a directed graph (entries are edges):
    so, as for a two-way table, a suppressed entry is determined exactly when it is a bridge
-   of the suppressed entries' graph, and the +1/-1 cycle argument for non-negative integer
-   tables carries over. ``protect_nested`` finds bridges in linear time; the tests hold
+   of the suppressed entries' graph, and the lower-bound step (2c) carries over on the
+   same graph. ``protect_nested`` finds bridges in linear time; the tests hold
    them equal to ``determined`` (the linear algebra over every equation) on arbitrary
    patterns. The memory keeps the groups' entries under the table's name, exactly where a
    plain table's release keeps them, and the members' under ``members_record(name)``, so
@@ -96,12 +106,16 @@ margins included, is either its true number or ``SUPPRESSED``:
 
 Limits (documented, not handled here):
 
-- Exact disclosure only. An attacker may still bound a suppressed entry (a suppressed cell in
-  a line with total 7 is at most 7); no minimum protection interval is enforced.
+- No suppressed entry is fixed to one value (by the equations and the lower bounds), but an
+  attacker may still bound it (a suppressed cell in a line with total 7 is at most 7): no
+  minimum protection interval is enforced. Nor does the check model an attacker who uses
+  how complements are chosen (smallest values first) to bound them further.
 - **Known gap: growth bounds across releases.** Someone who also assumes counts never fall
-  between releases of a period gets inequalities, which the exact (equation) check does not
-  cover. When a cell turns small in a re-release and its complements are entries published
-  earlier that did not grow, the bounds can pin it exactly (worked example:
+  between releases of a period gets more inequalities (each entry at least what an earlier
+  release showed or implied), which the checks here do not cover: they take each release's
+  equations with the bounds a single release implies. When a cell turns small in a
+  re-release and its complements are entries published earlier that did not grow, the
+  growth bounds can pin it exactly (worked example:
   ``test_known_gap_growth_bounds_can_pin_a_new_small_cell``). Closing it needs an interval
   audit over all releases of the period (linear programming, with earlier published values
   as lower bounds), or a policy: publish a period once and count late reports in the month
@@ -126,6 +140,8 @@ from fractions import Fraction
 from typing import Final, Literal
 
 import msgspec
+
+from handsoff.services.aggregator.bounds import Circulations
 
 DEFAULT_K: Final = 5
 
@@ -460,6 +476,34 @@ def recoverable(published: Published) -> frozenset[Position]:
     )
 
 
+def _arc_lines(
+    rows: Sequence[str],
+    columns: Sequence[str],
+    members: Sequence[str] = (),
+    parents: Sequence[str] = (),
+) -> list[list[Position]]:
+    """``_lines`` without the redundant ones (a group's own row, when it has members): every
+    entry is then in exactly two lines, the arcs of ``bounds.Circulations``."""
+    nested = set(parents)
+    lines = _lines(rows, columns, members, parents)
+    return [line for i, line in enumerate(lines) if not (i < len(rows) and rows[i] in nested)]
+
+
+def _slack(values: Mapping[Position, int]) -> dict[Position, int]:
+    """How far each entry is above the lower bound a reader knows if it is suppressed: 1
+    (zeros are published), or 0 for an entry that is 0 (suppressed only to keep a pattern)."""
+    return {p: max(v - 1, 0) for p, v in values.items()}
+
+
+def pinned(published: Published, values: Mapping[Position, int]) -> frozenset[Position]:
+    """Suppressed entries of ``published`` fixed to one value by its published numbers
+    together with the lower bounds (a suppressed entry is at least 1), given the true
+    ``values`` (module ``bounds``; empty for anything ``protect`` returns). Includes every
+    entry ``recoverable`` finds."""
+    lines = _arc_lines(published.rows, published.columns, published.members, published.parents)
+    return Circulations(lines).pinned(published.suppressed, _slack(values))
+
+
 def difference(earlier: Published, later: Published) -> Published:
     """What someone learns by subtracting two releases of the same table: later - earlier
     where both published a number, ``SUPPRESSED`` where either did not. Rows, members or
@@ -492,6 +536,39 @@ def difference(earlier: Published, later: Published) -> Published:
 
 
 # -- protection -------------------------------------------------------------------------
+
+
+_TIER_COST: Final = 10**9  # a complement one tier up costs more than any path below it
+_ZERO_COST: Final = 10**6  # within a tier, zeros last
+
+
+def _costs(values: Mapping[Position, int], tier: Callable[[Position], int]) -> dict[Position, int]:
+    """What suppressing each entry costs a path of complements: lowest tier first, then the
+    smallest non-zero value, zeros last."""
+    return {p: tier(p) * _TIER_COST + (v if v > 0 else _ZERO_COST) + 1 for p, v in values.items()}
+
+
+def _free_pinned(
+    hidden: set[Position],
+    values: Mapping[Position, int],
+    arcs: Circulations[Position],
+    cost: Mapping[Position, int],
+    order: Mapping[Position, tuple[int, int]],
+    settle: Callable[[set[Position]], set[Position]],
+) -> set[Position]:
+    """``hidden``, settled (line rule, exact check), then for the first entry the lower
+    bounds pin (module ``bounds``) the published entries of its cheapest freeing cycle,
+    settled again, until no entry is pinned. Each round only adds entries, and adding never
+    pins an entry again, so it ends."""
+    slack = _slack(values)
+    hidden = settle(hidden)
+    while stuck := arcs.pinned(hidden, slack):
+        target = min(stuck, key=order.__getitem__)
+        freeing = arcs.freeing(target, hidden, slack, cost)
+        if not freeing:  # pragma: no cover - raising along the margins always frees it
+            return set(values)
+        hidden = settle(hidden | set(freeing))
+    return hidden
 
 
 def _margin_tier(p: Position) -> int:
@@ -572,18 +649,23 @@ def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) 
     def close_lines(start: set[Position]) -> set[Position]:
         return _close_lines(lines, start, complement)
 
-    if hidden:
+    def settle(hidden: set[Position]) -> set[Position]:
         hidden = close_lines(hidden)
-    while exposed := determined(table.rows, table.columns, hidden):
-        target = min(exposed, key=order.__getitem__)
-        candidates = (p for p in values if p not in hidden)
-        for candidate in sorted(candidates, key=lambda p: (_margin_tier(p), rank(p))):
-            trial = close_lines(hidden | {candidate})
-            if target not in determined(table.rows, table.columns, trial):
-                hidden = trial
-                break
-        else:  # pragma: no cover - one entry always suffices (module docstring)
-            hidden = set(values)  # defensive: hiding everything leaves nothing determined
+        while exposed := determined(table.rows, table.columns, hidden):
+            target = min(exposed, key=order.__getitem__)
+            candidates = (p for p in values if p not in hidden)
+            for candidate in sorted(candidates, key=lambda p: (_margin_tier(p), rank(p))):
+                trial = close_lines(hidden | {candidate})
+                if target not in determined(table.rows, table.columns, trial):
+                    hidden = trial
+                    break
+            else:  # pragma: no cover - one entry always suffices (module docstring)
+                return set(values)  # defensive: hiding everything leaves nothing determined
+        return hidden
+
+    arcs = Circulations(_arc_lines(table.rows, table.columns))
+    cost = _costs(values, _margin_tier)
+    hidden = _free_pinned(hidden, values, arcs, cost, order, settle)
 
     entries: dict[Position, Entry] = {
         p: (SUPPRESSED if p in hidden else v)
@@ -593,9 +675,6 @@ def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) 
 
 
 # -- nested tables -----------------------------------------------------------------------
-
-_TIER_COST: Final = 10**9  # a complement one tier up costs more than any path below it
-_ZERO_COST: Final = 10**6  # within a tier, zeros last
 
 
 def _nested_tier(p: Position, members: frozenset[str]) -> int:
@@ -746,19 +825,21 @@ def protect_nested(
     def close_lines(start: set[Position]) -> set[Position]:
         return _close_lines(lines, start, complement)
 
-    cost = {
-        p: rank(p)[0] * _TIER_COST + (v if v > 0 else _ZERO_COST) + 1 for p, v in values.items()
-    }
+    cost = _costs(values, lambda p: _nested_tier(p, member_set))
     graph = _Graph(table, order)
-    if hidden:
+
+    def settle(hidden: set[Position]) -> set[Position]:
         hidden = close_lines(hidden)
-    while exposed := graph.bridges(hidden):
-        target = min(exposed, key=order.__getitem__)
-        joining = graph.join(target, hidden, cost)
-        if not joining:  # pragma: no cover - defensive, as in protect
-            hidden = set(values)
-            break
-        hidden = close_lines(hidden | joining)
+        while exposed := graph.bridges(hidden):
+            target = min(exposed, key=order.__getitem__)
+            joining = graph.join(target, hidden, cost)
+            if not joining:  # pragma: no cover - defensive, as in protect
+                return set(values)
+            hidden = close_lines(hidden | joining)
+        return hidden
+
+    arcs = Circulations(_arc_lines(*shape))
+    hidden = _free_pinned(hidden, values, arcs, cost, order, settle)
 
     entries: dict[Position, Entry] = {
         p: (SUPPRESSED if p in hidden else v)
