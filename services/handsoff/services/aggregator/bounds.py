@@ -27,7 +27,7 @@ can always be raised (all four go up together), so hiding enough always frees an
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Container, Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 P = TypeVar("P", bound=Hashable)
@@ -50,31 +50,31 @@ class Circulations(Generic[P]):
         for p, ((a, in_a), (b, _)) in where.items():
             self.arc[p] = (b, a) if sign[a] * in_a > 0 else (a, b)
 
-    def pinned(self, hidden: Iterable[P], slack: Mapping[P, int]) -> frozenset[P]:
+    def pinned(self, hidden: Iterable[P], lowerable: Container[P]) -> frozenset[P]:
         """The entries of ``hidden`` on no cycle of the residual graph: those the equations
-        and the bounds (``slack[p]``: how far ``p`` is above its bound) fix to one value."""
+        and the bounds fix to one value (``lowerable``: the entries above their bound)."""
         chosen = set(hidden)
         out: dict[int, list[tuple[int, P]]] = {}
         for p, (tail, head) in self.arc.items():  # dict order: deterministic
             if p in chosen:
                 out.setdefault(tail, []).append((head, p))
-                if slack[p] >= 1:
+                if p in lowerable:
                     out.setdefault(head, []).append((tail, p))
         fixed: set[P] = set()
         for p in chosen:
             tail, head = self.arc[p]
             up = _reaches(out, head, tail, p)
-            if not up and not (slack[p] >= 1 and _reaches(out, tail, head, p)):
+            if not up and not (p in lowerable and _reaches(out, tail, head, p)):
                 fixed.add(p)
         return frozenset(fixed)
 
     def freeing(
-        self, target: P, hidden: Iterable[P], slack: Mapping[P, int], cost: Mapping[P, int]
+        self, target: P, hidden: Iterable[P], lowerable: Container[P], cost: Mapping[P, int]
     ) -> list[P]:
         """The published entries of the cheapest cycle through ``target`` in the residual
         graph of every entry (a suppressed one costs nothing, a published one ``cost[p]``,
-        and counts as lowerable by its ``slack`` as if suppressed): suppressing them lets
-        ``target`` move. Raising ``target`` is tried, and lowering it if it has slack."""
+        lowerable if in ``lowerable`` as if suppressed): suppressing them lets ``target``
+        move. Raising ``target`` is tried, and lowering it if it is lowerable."""
         chosen = set(hidden)
         out: dict[int, list[tuple[int, P, int]]] = {}
         for p, (tail, head) in self.arc.items():
@@ -82,11 +82,11 @@ class Circulations(Generic[P]):
                 continue
             price = 0 if p in chosen else cost[p]
             out.setdefault(tail, []).append((head, p, price))
-            if slack[p] >= 1:
+            if p in lowerable:
                 out.setdefault(head, []).append((tail, p, price))
         tail, head = self.arc[target]
         paths = [_cheapest(out, head, tail)]
-        if slack[target] >= 1:
+        if target in lowerable:
             paths.append(_cheapest(out, tail, head))
         found = [path for path in paths if path is not None]
         if not found:  # pragma: no cover - raising along the margins is always possible

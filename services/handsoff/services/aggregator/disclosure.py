@@ -68,13 +68,31 @@ margins included, is either its true number or ``SUPPRESSED``:
 
 4. **Consistency across releases of the same period** (late reports make a month's counts
    grow): ``SuppressionMemory`` remembers, per table name and period, every entry suppressed
-   in any release (primary and complements). The rule is simple and safe against the
-   equations (not against growth bounds, see the known gap below): *once suppressed for a
-   period, always suppressed for that period* -- later releases start from that set,
-   then add their own primary and complementary suppressions. So the suppressed sets of a
-   period only grow, a later release never publishes what an earlier one hid, and the
-   difference of two releases (``difference``) has the later release's pattern as its
-   unknowns, which the exact check has already cleared.
+   in any release (primary and complements): *once suppressed for a period, always
+   suppressed for that period* -- later releases start from that set, then add their own
+   primary and complementary suppressions. So the suppressed sets of a period only grow, a
+   later release never publishes what an earlier one hid, and the difference of two
+   releases (``difference``) has the later release's pattern as its unknowns, which the
+   exact check has already cleared.
+
+   *Growth bounds.* A reader who also assumes counts never fall between releases knows
+   more: an entry is at least what an earlier release showed (or implied). A cell that
+   turns small in a re-release, hidden among complements published before that did not
+   grow, can be pinned that way though each release alone is safe. So the lower-bound step
+   (2c) takes the period's history (``History``, in the memory, never published) as well:
+   an entry can move if another whole history fits what every release published, and two
+   kinds suffice. Earlier releases as they were and this one moved along a cycle: an entry
+   this lowers must have grown since the previous release (and be above its bound). Or
+   every release since an *epoch* (a release whose pattern grew) moved alike along a cycle
+   of entries suppressed since then: an entry this lowers must have been lowerable at the
+   epoch and be above its bound now. Each kind keeps every equation of every release, no
+   suppressed entry below its bound and no entry falling between releases (for counts that
+   really only grow; a retraction can lower one, and then the reader's premise is wrong).
+   Only the first kind can use entries suppressed now for the first time, so when little
+   changed between two releases a new small cell is freed through entries that grew, often
+   its margins: fewer, larger releases hide less. The memory keeps per table and period
+   the last release's non-zero values and each epoch's new entries and lowerable ones. The
+   tests check every release against a search for such histories on the equations.
 
 5. **Nested tables** (``NestedTable``, ``protect_nested``, ``release_nested``): member rows
    (partners) nested in group rows (countries), for partner-level breakdowns. A group's
@@ -110,16 +128,14 @@ Limits (documented, not handled here):
   attacker may still bound it (a suppressed cell in a line with total 7 is at most 7): no
   minimum protection interval is enforced. Nor does the check model an attacker who uses
   how complements are chosen (smallest values first) to bound them further.
-- **Known gap: growth bounds across releases.** Someone who also assumes counts never fall
-  between releases of a period gets more inequalities (each entry at least what an earlier
-  release showed or implied), which the checks here do not cover: they take each release's
-  equations with the bounds a single release implies. When a cell turns small in a
-  re-release and its complements are entries published earlier that did not grow, the
-  growth bounds can pin it exactly (worked example:
-  ``test_known_gap_growth_bounds_can_pin_a_new_small_cell``). Closing it needs an interval
-  audit over all releases of the period (linear programming, with earlier published values
-  as lower bounds), or a policy: publish a period once and count late reports in the month
-  they arrive, or prefer complements that grew since the earlier release.
+- Growth bounds (4) are checked for the two kinds of other history, not for every history
+  a reader could construct (linear programming over all releases of the period); a
+  release is safe if one of the two exists for each suppressed entry, so the check never
+  passes a pinned entry, but it may hide more than the least needed. An entry of an
+  earlier release stays free because its other history carries on into the later ones
+  (moved alike), which holds while the table keeps its shape: a switch between partner
+  and country breakdowns within a period starts the epochs again, and the releases before
+  it are not checked again against what the releases after it show.
 - One table at a time (a nested table is one table). Tables that share margins (two
   breakdowns of the same countries) must be protected together, or an entry hidden in one
   may be recovered from the other; release.py derives figures that repeat another table's
@@ -135,7 +151,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Final, Literal
 
@@ -489,19 +505,78 @@ def _arc_lines(
     return [line for i, line in enumerate(lines) if not (i < len(rows) and rows[i] in nested)]
 
 
-def _slack(values: Mapping[Position, int]) -> dict[Position, int]:
-    """How far each entry is above the lower bound a reader knows if it is suppressed: 1
-    (zeros are published), or 0 for an entry that is 0 (suppressed only to keep a pattern)."""
-    return {p: max(v - 1, 0) for p, v in values.items()}
+class Epoch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A release of a period whose pattern grew (or its first): the entries it suppressed
+    first (it suppressed those of the epochs before it too), and which of all it suppressed
+    could be lowered by one from it on (above their bound, grown since the release before)."""
+
+    added: tuple[Position, ...]
+    lowerable: tuple[Position, ...]
 
 
-def pinned(published: Published, values: Mapping[Position, int]) -> frozenset[Position]:
+class History(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What protecting a re-release needs of the earlier releases of its period (kept by the
+    aggregator, never published): the entries' values in the last one (those not 0), and
+    the epochs since the table last changed shape (``nested``: with member rows or not)."""
+
+    last: tuple[tuple[Position, int], ...] = ()
+    epochs: tuple[Epoch, ...] = ()
+    nested: bool = False
+
+
+def _lowerable(
+    values: Mapping[Position, int], history: History, members: Collection[str]
+) -> frozenset[Position]:
+    """The entries another table may hold one lower in this release alone (earlier releases
+    as they are): above their bound (at least 1 if suppressed, zeros being published; 0 for
+    a 0) and, after an earlier release of the period, grown since it, for a reader who
+    assumes counts never fall. An entry the last release did not have was 0 then (a new
+    category or partner), except a partner's after a release without partners: unknown,
+    so taken as not grown."""
+    above = [p for p, v in values.items() if v >= 2]
+    if not history.last and not history.epochs:  # the period's first release
+        return frozenset(above)
+    before = dict(history.last)
+    unknown = members if not history.nested else ()
+    return frozenset(
+        p
+        for p in above
+        if values[p] > before.get(p, 0) and not (p[0] in unknown and p not in before)
+    )
+
+
+def _free_since_epochs(
+    arcs: Circulations[Position], values: Mapping[Position, int], history: History, nested: bool
+) -> frozenset[Position]:
+    """The entries that can move in every release since one of the epochs at once: on a
+    cycle of the epoch's suppressed entries whose lowered entries were lowerable then and
+    are above their bound now (module docstring, 4)."""
+    if history.nested != nested:
+        return frozenset()
+    above = {p for p, v in values.items() if v >= 2}
+    free: set[Position] = set()
+    hidden: set[Position] = set()
+    for epoch in history.epochs:
+        hidden.update(p for p in epoch.added if p in values)
+        lowerable = above.intersection(epoch.lowerable)
+        free |= hidden - arcs.pinned(hidden, lowerable)
+    return frozenset(free)
+
+
+def pinned(
+    published: Published, values: Mapping[Position, int], history: History | None = None
+) -> frozenset[Position]:
     """Suppressed entries of ``published`` fixed to one value by its published numbers
-    together with the lower bounds (a suppressed entry is at least 1), given the true
-    ``values`` (module ``bounds``; empty for anything ``protect`` returns). Includes every
-    entry ``recoverable`` finds."""
+    together with the lower bounds (a suppressed entry is at least 1; with ``history``, at
+    least what it was in the earlier releases of its period), given the true ``values``
+    (module ``bounds``; empty for anything ``protect`` returns). Includes every entry
+    ``recoverable`` finds."""
+    history = history or History()
     lines = _arc_lines(published.rows, published.columns, published.members, published.parents)
-    return Circulations(lines).pinned(published.suppressed, _slack(values))
+    arcs = Circulations(lines)
+    free = _free_since_epochs(arcs, values, history, bool(published.members))
+    lowerable = _lowerable(values, history, published.members)
+    return arcs.pinned(published.suppressed, lowerable) - free
 
 
 def difference(earlier: Published, later: Published) -> Published:
@@ -555,20 +630,43 @@ def _free_pinned(
     cost: Mapping[Position, int],
     order: Mapping[Position, tuple[int, int]],
     settle: Callable[[set[Position]], set[Position]],
+    history: History,
+    members: Collection[str],
 ) -> set[Position]:
     """``hidden``, settled (line rule, exact check), then for the first entry the lower
     bounds pin (module ``bounds``) the published entries of its cheapest freeing cycle,
     settled again, until no entry is pinned. Each round only adds entries, and adding never
     pins an entry again, so it ends."""
-    slack = _slack(values)
+    lowerable = _lowerable(values, history, members)
+    free = _free_since_epochs(arcs, values, history, bool(members))
     hidden = settle(hidden)
-    while stuck := arcs.pinned(hidden, slack):
+    while stuck := arcs.pinned(hidden, lowerable) - free:
         target = min(stuck, key=order.__getitem__)
-        freeing = arcs.freeing(target, hidden, slack, cost)
+        freeing = arcs.freeing(target, hidden, lowerable, cost)
         if not freeing:  # pragma: no cover - raising along the margins always frees it
             return set(values)
         hidden = settle(hidden | set(freeing))
     return hidden
+
+
+def _next_history(
+    history: History, values: Mapping[Position, int], published: Published
+) -> History:
+    """``history`` after ``published``: its values, and an epoch if its pattern grew."""
+    nested = bool(published.members)
+    epochs = history.epochs if history.nested == nested else ()
+    added = published.suppressed.difference(*(e.added for e in epochs))
+    if added or not epochs:
+        lowerable = _lowerable(values, history, published.members) & published.suppressed
+        epoch = Epoch(
+            added=tuple(sorted(added, key=_position_key)),
+            lowerable=tuple(sorted(lowerable, key=_position_key)),
+        )
+        epochs = (*epochs, epoch)
+    last = tuple(
+        sorted(((p, v) for p, v in values.items() if v), key=lambda x: _position_key(x[0]))
+    )
+    return History(last=last, epochs=epochs, nested=nested)
 
 
 def _margin_tier(p: Position) -> int:
@@ -619,9 +717,16 @@ def _close_lines(
     return out
 
 
-def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) -> Published:
+def protect(
+    table: Table,
+    k: int = DEFAULT_K,
+    *,
+    keep: Iterable[Position] = (),
+    history: History | None = None,
+) -> Published:
     """Primary and complementary suppression of ``table``; ``keep``: entries that must stay
-    suppressed (from ``SuppressionMemory``)."""
+    suppressed, ``history``: the earlier releases of the period (both from
+    ``SuppressionMemory``)."""
     _check_k(k)
     values = table.values()
     order = _order(table.rows, table.columns)
@@ -665,7 +770,8 @@ def protect(table: Table, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()) 
 
     arcs = Circulations(_arc_lines(table.rows, table.columns))
     cost = _costs(values, _margin_tier)
-    hidden = _free_pinned(hidden, values, arcs, cost, order, settle)
+    history = history or History()
+    hidden = _free_pinned(hidden, values, arcs, cost, order, settle, history, ())
 
     entries: dict[Position, Entry] = {
         p: (SUPPRESSED if p in hidden else v)
@@ -794,10 +900,14 @@ class _Graph:
 
 
 def protect_nested(
-    table: NestedTable, k: int = DEFAULT_K, *, keep: Iterable[Position] = ()
+    table: NestedTable,
+    k: int = DEFAULT_K,
+    *,
+    keep: Iterable[Position] = (),
+    history: History | None = None,
 ) -> Published:
     """Primary and complementary suppression of a nested table, every entry protected
-    jointly (members, groups, margins); ``keep``: entries that must stay suppressed."""
+    jointly (members, groups, margins); ``keep`` and ``history`` as for ``protect``."""
     _check_k(k)
     values = table.values()
     shape = (table.groups, table.columns, table.members, table.parents)
@@ -839,7 +949,8 @@ def protect_nested(
         return hidden
 
     arcs = Circulations(_arc_lines(*shape))
-    hidden = _free_pinned(hidden, values, arcs, cost, order, settle)
+    history = history or History()
+    hidden = _free_pinned(hidden, values, arcs, cost, order, settle, history, table.members)
 
     entries: dict[Position, Entry] = {
         p: (SUPPRESSED if p in hidden else v)
@@ -866,11 +977,14 @@ class Remembered(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     table: str
     period: str
     suppressed: tuple[Position, ...]
+    history: History = msgspec.field(default_factory=History)
 
 
 class SuppressionMemory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Every entry suppressed so far, per table name and period (msgspec-serialisable;
-    ``msgspec.json.encode`` / ``msgspec.json.decode(data, type=SuppressionMemory)``)."""
+    """Every entry suppressed so far, per table name and period, and what protecting the
+    next release of the period needs of the earlier ones (``History``, under the table's
+    name; msgspec-serialisable: ``msgspec.json.encode`` / ``msgspec.json.decode(data,
+    type=SuppressionMemory)``)."""
 
     records: tuple[Remembered, ...] = ()
 
@@ -882,11 +996,24 @@ class SuppressionMemory(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
             for p in record.suppressed
         )
 
-    def remember(self, table: str, period: str, positions: Iterable[Position]) -> SuppressionMemory:
+    def history(self, table: str, period: str) -> History:
+        found = (r.history for r in self.records if (r.table, r.period) == (table, period))
+        return next(found, History())
+
+    def remember(
+        self,
+        table: str,
+        period: str,
+        positions: Iterable[Position],
+        history: History | None = None,
+    ) -> SuppressionMemory:
         merged = self.suppressed(table, period) | set(positions)
         others = [r for r in self.records if (r.table, r.period) != (table, period)]
         record = Remembered(
-            table=table, period=period, suppressed=tuple(sorted(merged, key=_position_key))
+            table=table,
+            period=period,
+            suppressed=tuple(sorted(merged, key=_position_key)),
+            history=history if history is not None else self.history(table, period),
         )
         records = sorted([*others, record], key=lambda r: (r.table, r.period))
         return SuppressionMemory(records=tuple(records))
@@ -901,11 +1028,14 @@ def release(
     k: int = DEFAULT_K,
 ) -> tuple[Published, SuppressionMemory]:
     """Protect a (re-)release of table ``name`` for ``period``: everything suppressed in an
-    earlier release of that period stays suppressed. Returns the published table and the
-    memory to keep for the next release."""
+    earlier release of that period stays suppressed, and nothing is pinned by what those
+    releases showed either. Returns the published table and the memory to keep for the next
+    release."""
     kept = memory.suppressed(name, period)
-    published = protect(table, k, keep=kept)
-    return published, memory.remember(name, period, published.suppressed)
+    history = memory.history(name, period)
+    published = protect(table, k, keep=kept, history=history)
+    history = _next_history(history, table.values(), published)
+    return published, memory.remember(name, period, published.suppressed, history)
 
 
 MEMBERS: Final = "/members"
@@ -926,11 +1056,14 @@ def release_nested(
 ) -> tuple[Published, SuppressionMemory]:
     """``release`` for a nested table. The group-level entries are remembered under ``name``,
     as a plain table's would be (so a region switching between partner and country
-    breakdowns keeps one memory for them), the members' under ``members_record(name)``."""
+    breakdowns keeps one memory for them), the members' under ``members_record(name)``; the
+    history (members' values too) under ``name``."""
     record = members_record(name)
     kept = memory.suppressed(name, period) | memory.suppressed(record, period)
-    published = protect_nested(table, k, keep=kept)
+    history = memory.history(name, period)
+    published = protect_nested(table, k, keep=kept, history=history)
+    history = _next_history(history, table.values(), published)
     members = set(table.members)
     mine = {p for p in published.suppressed if p[0] is not None and p[0] in members}
-    memory = memory.remember(name, period, published.suppressed - mine)
+    memory = memory.remember(name, period, published.suppressed - mine, history)
     return published, memory.remember(record, period, mine)
