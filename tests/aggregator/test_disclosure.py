@@ -559,16 +559,25 @@ small = st.one_of(st.integers(0, 4), st.integers(0, 4), st.integers(0, 12), st.i
 growth = st.one_of(st.just(0), st.just(0), st.integers(0, 2), st.integers(0, 8))
 
 
+SIDES = st.integers(2, 5)
+KS = st.sampled_from([3, 5, 5, 10])
+RE_RELEASES = st.integers(1, 3)
+
+
 @st.composite
-def release_sequences(draw: st.DrawFn) -> tuple[int, list[Table]]:
-    n_rows = draw(st.integers(2, 5))
-    n_cols = draw(st.integers(2, 5))
-    rows = tuple(f"r{i}" for i in range(n_rows))
-    columns = tuple(f"c{j}" for j in range(n_cols))
-    k = draw(st.sampled_from([3, 5, 5, 10]))
+def release_sequences(
+    draw: st.DrawFn,
+    sides: st.SearchStrategy[int] = SIDES,
+    ks: st.SearchStrategy[int] = KS,
+    re_releases: st.SearchStrategy[int] = RE_RELEASES,
+) -> tuple[int, list[Table]]:
+    """k and the tables of a period, release after release (late reports: counts grow)."""
+    rows = tuple(f"r{i}" for i in range(draw(sides)))
+    columns = tuple(f"c{j}" for j in range(draw(sides)))
+    k = draw(ks)
     counts = [[draw(small) for _ in columns] for _ in rows]
     tables = [Table(rows=rows, columns=columns, counts=tuple(map(tuple, counts)))]
-    for _ in range(draw(st.integers(1, 3))):
+    for _ in range(draw(re_releases)):
         counts = [[v + draw(growth) for v in line] for line in counts]
         tables.append(Table(rows=rows, columns=columns, counts=tuple(map(tuple, counts))))
     return k, tables
@@ -590,24 +599,10 @@ def test_no_suppressed_entry_is_recoverable_across_releases(case: tuple[int, lis
     assert memory.suppressed("t", "2025-03") == published[-1].suppressed
 
 
-@st.composite
-def short_periods(draw: st.DrawFn) -> tuple[int, list[Table]]:
-    """Small tables released two or three times in a period, counts only growing: small
-    enough for the history oracle's search."""
-    n_rows, n_cols = draw(st.integers(2, 3)), draw(st.integers(2, 3))
-    rows = tuple(f"r{i}" for i in range(n_rows))
-    columns = tuple(f"c{j}" for j in range(n_cols))
-    k = draw(st.sampled_from([3, 5]))
-    counts = [[draw(small) for _ in columns] for _ in rows]
-    tables = [Table(rows=rows, columns=columns, counts=tuple(map(tuple, counts)))]
-    for _ in range(draw(st.integers(1, 2))):
-        counts = [[v + draw(growth) for v in line] for line in counts]
-        tables.append(Table(rows=rows, columns=columns, counts=tuple(map(tuple, counts))))
-    return k, tables
-
-
 @settings(max_examples=150, deadline=None)
-@given(short_periods())
+@given(  # small enough for the history oracle's search
+    release_sequences(st.integers(2, 3), st.sampled_from([3, 5]), st.integers(1, 2))
+)
 def test_growth_bounds_pin_nothing_across_releases(case: tuple[int, list[Table]]) -> None:
     k, tables = case
     memory = SuppressionMemory()

@@ -85,9 +85,9 @@ class Circulations(Generic[P]):
             if p in lowerable:
                 out.setdefault(head, []).append((tail, p, price))
         tail, head = self.arc[target]
-        paths = [_cheapest(out, head, tail)]
+        paths = [cheapest_path(out, head, tail)]
         if target in lowerable:
-            paths.append(_cheapest(out, tail, head))
+            paths.append(cheapest_path(out, tail, head))
         found = [path for path in paths if path is not None]
         if not found:  # pragma: no cover - raising along the margins is always possible
             return []
@@ -134,10 +134,12 @@ def _reaches(out: Mapping[int, list[tuple[int, P]]], start: int, goal: int, avoi
     return False
 
 
-def _cheapest(
+def cheapest_path(
     out: Mapping[int, list[tuple[int, P, int]]], start: int, goal: int
 ) -> tuple[int, list[P]] | None:
-    """Dijkstra: the cost and the entries of the cheapest path, or None."""
+    """Dijkstra over ``out`` (node -> (next node, entry, price)): the cost and the entries
+    of the cheapest path from ``start`` to ``goal``, or None (deterministic for a given
+    ``out``: the releases depend on it)."""
     dist = {start: 0}
     back: dict[int, tuple[int, P]] = {}
     heap = [(0, start)]

@@ -150,14 +150,13 @@ Limits (documented, not handled here):
 from __future__ import annotations
 
 import enum
-import heapq
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Final, Literal
 
 import msgspec
 
-from handsoff.services.aggregator.bounds import Circulations
+from handsoff.services.aggregator.bounds import Circulations, cheapest_path
 
 DEFAULT_K: Final = 5
 
@@ -870,33 +869,14 @@ class _Graph:
         that avoids it (suppressed entries cost nothing): suppressing them puts ``target``
         on a cycle of suppressed entries, so it is no longer determined."""
         u, v = self.ends[target]
-        source, goal = self.ids[u], self.ids[v]
-        dist: dict[int, int] = {source: 0}
-        back: dict[int, tuple[int, Position]] = {}
-        heap = [(0, source)]
-        while heap:
-            d, node = heapq.heappop(heap)
-            if d > dist[node]:
-                continue
-            if node == goal:
-                break
-            for nxt, p in self.adjacent[node]:
-                if p == target:
-                    continue
-                nd = d + (0 if p in hidden else cost[p])
-                if nd < dist.get(nxt, nd + 1):
-                    dist[nxt] = nd
-                    back[nxt] = (node, p)
-                    heapq.heappush(heap, (nd, nxt))
-        if goal not in back:  # pragma: no cover - every entry lies on a cycle of the table
+        out = {
+            node: [(nxt, p, 0 if p in hidden else cost[p]) for nxt, p in edges if p != target]
+            for node, edges in enumerate(self.adjacent)
+        }
+        found = cheapest_path(out, self.ids[u], self.ids[v])
+        if found is None:  # pragma: no cover - every entry lies on a cycle of the table
             return set()
-        out: set[Position] = set()
-        node = goal
-        while node != source:
-            node, p = back[node]
-            if p not in hidden:
-                out.add(p)
-        return out
+        return {p for p in found[1] if p not in hidden}
 
 
 def protect_nested(
