@@ -139,7 +139,9 @@ Limits (documented, not handled here):
 - One table at a time (a nested table is one table). Tables that share margins (two
   breakdowns of the same countries) must be protected together, or an entry hidden in one
   may be recovered from the other; release.py derives figures that repeat another table's
-  entries from that table instead of protecting them twice.
+  entries from that table instead of protecting them twice. Inequalities between tables
+  are not taken: a breakdown where an incident can count more than once (violence types,
+  perpetrators) has totals at least the incident counts of the GBVIMS table.
 - Margins are the sums of the cells. A total that also counts cases without a category must
   get an explicit "unknown" column, or additivity (and the check) does not describe it.
 - The checker is cubic in the number of suppressed entries with a candidate loop on top:
