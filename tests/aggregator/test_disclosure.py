@@ -519,6 +519,19 @@ def test_a_new_small_cell_adds_to_the_remembered_pattern() -> None:
     assert recoverable(difference(first, second)) == frozenset()
 
 
+def test_an_unchanged_table_is_released_again_as_it_was() -> None:
+    """Nothing changed since the last release of the period: the same numbers and pattern
+    go out again (they tell a reader nothing new), and the history stays as it was."""
+    table = grid("XYZ", "ABC", [[2, 8, 9], [6, 12, 7], [10, 11, 3]])
+    memory = SuppressionMemory()
+    first, memory = release(table, name="t", period="p", memory=memory)
+    history = memory.history("t", "p")
+    again, memory = release(table, name="t", period="p", memory=memory)
+    assert again == first
+    assert memory.history("t", "p") == history
+    assert pinned(again, table.values(), history) == frozenset()
+
+
 def test_memory_round_trips_through_json() -> None:
     memory = SuppressionMemory()
     _, memory = release(

@@ -564,6 +564,18 @@ def _free_since_epochs(
     return frozenset(free)
 
 
+def _unchanged(values: Mapping[Position, int], history: History, members: Collection[str]) -> bool:
+    """Whether the table is what the last release of its period showed, entry for entry (its
+    pattern then is the last epoch's: republished, it tells a reader nothing new)."""
+    if not history.epochs or history.nested != bool(members):
+        return False
+    return dict(history.last) == {p: v for p, v in values.items() if v}
+
+
+def _last_pattern(history: History) -> frozenset[Position]:
+    return frozenset(p for epoch in history.epochs for p in epoch.added)
+
+
 def pinned(
     published: Published, values: Mapping[Position, int], history: History | None = None
 ) -> frozenset[Position]:
@@ -573,6 +585,10 @@ def pinned(
     (module ``bounds``; empty for anything ``protect`` returns). Includes every entry
     ``recoverable`` finds."""
     history = history or History()
+    if _unchanged(values, history, published.members) and published.suppressed == _last_pattern(
+        history
+    ):
+        return frozenset()  # the last release again
     lines = _arc_lines(published.rows, published.columns, published.members, published.parents)
     arcs = Circulations(lines)
     free = _free_since_epochs(arcs, values, history, bool(published.members))
@@ -638,10 +654,16 @@ def _free_pinned(
     bounds pin (module ``bounds``) the published entries of its cheapest freeing cycle,
     settled again, until no entry is pinned. Each round only adds entries, and adding never
     pins an entry again, so it ends."""
-    lowerable = _lowerable(values, history, members)
-    free = _free_since_epochs(arcs, values, history, bool(members))
     hidden = settle(hidden)
-    while stuck := arcs.pinned(hidden, lowerable) - free:
+    if _unchanged(values, history, members):
+        return hidden  # the last release's numbers and pattern again: nothing new to learn
+    lowerable = _lowerable(values, history, members)
+    free: frozenset[Position] | None = None  # from the epochs, when first needed
+    while stuck := arcs.pinned(hidden, lowerable):
+        if free is None:
+            free = _free_since_epochs(arcs, values, history, bool(members))
+        if not (stuck := stuck - free):
+            break
         target = min(stuck, key=order.__getitem__)
         freeing = arcs.freeing(target, hidden, lowerable, cost)
         if not freeing:  # pragma: no cover - raising along the margins always frees it
@@ -656,7 +678,7 @@ def _next_history(
     """``history`` after ``published``: its values, and an epoch if its pattern grew."""
     nested = bool(published.members)
     epochs = history.epochs if history.nested == nested else ()
-    added = published.suppressed.difference(*(e.added for e in epochs))
+    added = published.suppressed - _last_pattern(History(epochs=epochs))
     if added or not epochs:
         lowerable = _lowerable(values, history, published.members) & published.suppressed
         epoch = Epoch(
