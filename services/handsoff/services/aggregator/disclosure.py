@@ -91,8 +91,10 @@ margins included, is either its true number or ``SUPPRESSED``:
    Only the first kind can use entries suppressed now for the first time, so when little
    changed between two releases a new small cell is freed through entries that grew, often
    its margins: fewer, larger releases hide less. The memory keeps per table and period
-   the last release's non-zero values and each epoch's new entries and lowerable ones. The
-   tests check every release against a search for such histories on the equations.
+   the last release's non-zero values and each epoch's new entries and lowerable ones. A
+   table unchanged since the last release of its period goes out again as it was (nothing
+   new to learn, nothing re-checked). The tests check every release against a search for
+   such histories on the equations.
 
 5. **Nested tables** (``NestedTable``, ``protect_nested``, ``release_nested``): member rows
    (partners) nested in group rows (countries), for partner-level breakdowns. A group's
