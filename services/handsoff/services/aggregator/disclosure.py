@@ -657,7 +657,7 @@ def _free_pinned(
     settled again, until no entry is pinned. Each round only adds entries, and adding never
     pins an entry again, so it ends."""
     hidden = settle(hidden)
-    if _unchanged(values, history, members):
+    if _unchanged(values, history, members) and hidden == _last_pattern(history):
         return hidden  # the last release's numbers and pattern again: nothing new to learn
     lowerable = _lowerable(values, history, members)
     free: frozenset[Position] | None = None  # from the epochs, when first needed
