@@ -90,57 +90,6 @@ def bridges(suppressed: frozenset[Position]) -> frozenset[Position]:
     return frozenset(p for p in suppressed if not connected(p, ("r", p[0]), ("c", p[1])))
 
 
-def moved_by_one(
-    values: Mapping[Position, int],
-    suppressed: frozenset[Position],
-    equations: list[list[Position]],
-) -> frozenset[Position]:
-    """Independent oracle for the lower bounds: the suppressed entries x for which another
-    table fits what was published, with x changed, every equation kept and no suppressed
-    entry below what a reader knows (at least 1, or 0 for an entry that is 0). It searches
-    changes of -1, 0 or +1 per suppressed entry (enough: if x can change at all, a unit
-    change along one cycle does), straight on the equations (each line's parts minus its
-    total, the total last), by backtracking with each line's last unknown forced."""
-
-    def floor(p: Position) -> int:
-        return min(values[p], 1)
-
-    def complete(change: dict[Position, int]) -> bool:
-        forced = True
-        while forced:
-            forced = False
-            for line in equations:
-                unknown = [p for p in line if p in suppressed and p not in change]
-                known = sum(
-                    change.get(p, 0) * (-1 if p == line[-1] else 1)
-                    for p in line
-                    if p not in unknown
-                )
-                if not unknown:
-                    if known:
-                        return False
-                elif len(unknown) == 1:
-                    p = unknown[0]
-                    d = -known * (-1 if p == line[-1] else 1)
-                    if abs(d) > 1 or values[p] + d < floor(p):
-                        return False
-                    change[p] = d
-                    forced = True
-        rest = sorted((p for p in suppressed if p not in change), key=repr)
-        if not rest:
-            return True
-        for d in (0, 1, -1):
-            if values[rest[0]] + d >= floor(rest[0]) and complete({**change, rest[0]: d}):
-                return True
-        return False
-
-    return frozenset(
-        x
-        for x in suppressed
-        if any(values[x] + d >= floor(x) and complete({x: d}) for d in (1, -1))
-    )
-
-
 Release = tuple[Mapping[Position, int], frozenset[Position], list[list[Position]]]
 """A release as the oracle sees it: every entry's true value, what it suppressed, its
 equations (each line's entries, the total last)."""
@@ -214,6 +163,19 @@ def moved_in_history(period: list[Release], target: int) -> frozenset[Position]:
         for x in hidden
         if any(fits(target, x, d, {}) and complete({(target, x): d}) for d in (1, -1))
     )
+
+
+def moved_by_one(
+    values: Mapping[Position, int],
+    suppressed: frozenset[Position],
+    equations: list[list[Position]],
+) -> frozenset[Position]:
+    """Independent oracle for the lower bounds of one release: the suppressed entries x for
+    which another table fits what was published, with x changed, every equation kept and no
+    suppressed entry below what a reader knows (``moved_in_history`` with a period of one
+    release; unit changes are enough here: if x can change at all, a unit change along one
+    cycle does)."""
+    return moved_in_history([(values, suppressed, equations)], 0)
 
 
 def assert_history_safe(period: list[Release]) -> None:
