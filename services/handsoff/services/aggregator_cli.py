@@ -137,7 +137,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _with_nats(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, required=True, help="the aggregator folder")
-    p.add_argument("--region", type=Path, help="a signed region file to take on")
+    p.add_argument(
+        "--region",
+        type=Path,
+        help="a signed region file to take on (serve: read again on SIGHUP)",
+    )
     p.add_argument(
         "--nats",
         required=True,

@@ -44,6 +44,12 @@ class AggregatorCollector:
             value=doc.expires_at.timestamp(),
         )
         yield GaugeMetricFamily(
+            "handsoff_aggregator_region_error",
+            "1 if the last reload of the region file (SIGHUP) took nothing: /readyz and the "
+            "log say why",
+            value=int(self.aggregator.region_error is not None),
+        )
+        yield GaugeMetricFamily(
             "handsoff_aggregator_position",
             "The events stream's sequence ingested up to (committed)",
             value=v.position,

@@ -36,6 +36,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from handsoff.federation import subjects
+from handsoff.federation.errors import RegionError
 from handsoff.federation.natsconf import AGGREGATOR_USER
 from handsoff.federation.region import (
     RegionDocument,
@@ -234,13 +235,7 @@ class Aggregator:
         self.js = js
         self.book = ReleaseBook(self.store)
         self.cutter = Cutter(self.region, self.key, self.config.k)
-        self.ingest = Ingest(
-            self.region,
-            self.store,
-            js,
-            batch=self.config.batch,
-            fetch_timeout=self.config.fetch_timeout,
-        )
+        self.ingest = self._ingest(self.region)
         self._last_release_at: float | None = None
         # Checks and countersigns the partners' checkpoints (witness.py).
         self.witness = Witness(self.region, self.key, self.store, js)
@@ -250,6 +245,18 @@ class Aggregator:
         self._rejected_before = Counter(self.store.rejected_by_reason())
         self.stream_last_seq = 0
         self._stream_checked_at: float | None = None
+        # Why the last reload of the region file (SIGHUP) took nothing; None if it did.
+        self.region_error: str | None = None
+        self._resumed = False  # ingest and the witness running under the version held
+
+    def _ingest(self, region: RegionDocument) -> Ingest:
+        return Ingest(
+            region,
+            self.store,
+            self.js,
+            batch=self.config.batch,
+            fetch_timeout=self.config.fetch_timeout,
+        )
 
     async def start(self) -> None:
         for stream in (
@@ -269,13 +276,18 @@ class Aggregator:
         latest = self.book.latest()
         if latest is not None:
             await self.feed.publish(latest.number, latest.statements, latest.signed)
-            # a release cut under the version held before goes out before the next
-            # version is announced
-            await self._publish_pending()
+        await self._resume()
+
+    async def _resume(self) -> None:
+        """Ingest and the witness (re)started under the version held, announced first; a
+        release cut under the version held before goes out before that announcement."""
+        self._resumed = False
+        await self._publish_pending()
         await self.announce()
         await self.ingest.start()
         await self.witness.start()
         await self._check_stream()
+        self._resumed = True
 
     async def announce(self) -> None:
         """Announces the version held unless done already (announce.py): before ingest."""
@@ -299,6 +311,46 @@ class Aggregator:
     async def stop(self) -> None:
         await self.ingest.stop()
         await self.witness.stop()
+
+    async def reload_region(self) -> bool:
+        """Reads the region file given at start again (SIGHUP) and takes it if it is a newer
+        version the held one's coordinators signed (as a restart with ``--region`` would).
+        A file it cannot take changes nothing: ``region_error`` and the log say why."""
+        paths = AggregatorPaths(self.config.dir)
+        try:
+            if self.config.region_file is not None:  # refused before it is kept as held
+                self._check_key(load_region(self.config.region_file).document)
+            signed = take_signed_region(paths, self.config.region_file)
+            if signed.document.version != self.region.version:
+                await self.take(signed)
+        except (RegionError, AggregatorError) as e:
+            self.region_error = str(e)
+            log.warning("region file not taken", extra={"error": str(e)})
+            return False
+        self.region_error = None
+        return True
+
+    def _check_key(self, document: RegionDocument) -> None:
+        if document.aggregator.public_key != self.key.public_key:
+            raise AggregatorError(
+                f"region version {document.version} names another aggregator key: this "
+                f"folder's key is {self.key.kid.hex()}"
+            )
+
+    async def take(self, signed: SignedRegion) -> None:
+        """Takes a newer version while running: releases kept under the version held go out
+        first, then the new one is announced after what has been ingested so far and judges
+        everything after it (ingest and the witness start again under it)."""
+        document = signed.document
+        self._check_key(document)
+        await self.stop()
+        self._resumed = False  # if NATS fails below, run() resumes until it succeeds
+        self.region, self.signed_region = document, signed
+        self.cutter = Cutter(document, self.key, self.config.k)
+        self.ingest = self._ingest(document)
+        self.witness = Witness(document, self.key, self.store, self.js)
+        log.info("region version taken", extra={"version": document.version})
+        await self._resume()
 
     async def step(self) -> IngestResult:
         """One ingest batch, then a release if one is due."""
@@ -376,9 +428,15 @@ class Aggregator:
         info = await self.js.stream_info(subjects.events_stream(self.region.region))
         self.stream_last_seq = int(info.state.last_seq)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
+        """Steps until `stop` is set; reads the region file again whenever `reload` is set."""
         while not stop.is_set():
             try:
+                if not self._resumed:
+                    await self._resume()
+                if reload is not None and reload.is_set():
+                    reload.clear()
+                    await self.reload_region()
                 await self.step()
                 await self._publish_pending()
             except (nats.errors.Error, nats.js.errors.Error) as e:
@@ -415,6 +473,8 @@ class Aggregator:
             "published": v.releases_published,
             "connected": v.connected,
             "checkpoints": self.witness.status(),
+            "region_version": self.region.version,
+            "region_error": self.region_error,
         }
 
 
@@ -454,10 +514,11 @@ async def serve(
     region = signed_region.document
     key = open_key(config.dir, passphrase)
     stop = stop or asyncio.Event()
+    reload = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig, event in ((signal.SIGINT, stop), (signal.SIGTERM, stop), (signal.SIGHUP, reload)):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, event.set)
     store = IngestStore(paths.store)
     nc = await connect(config)
     try:
@@ -491,8 +552,10 @@ async def serve(
         if ready is not None:
             ready(aggregator, bound)
         try:
-            await aggregator.run(stop)
+            await aggregator.run(stop, reload)
         finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
             server.should_exit = True
             await http
             await aggregator.stop()
