@@ -33,7 +33,7 @@ from handsoff.services.node.config import FederationSettings
 from handsoff.services.node.link import LinkStatus, NodeLink, join_region
 from handsoff.services.node.node import Node
 from relay_support import record_stories
-from support import PASSPHRASE, RegionKit, create_region_streams, make_node
+from support import PASSPHRASE, RegionKit, create_region_streams, eventually, make_node
 
 PARTNERS = (("p1", "BW"), ("p2", "ZA"), ("p3", "NA"))
 
@@ -96,6 +96,24 @@ async def make_region(
     region = Region(nodes, kit, region_file, agg_dir, key, url)
     await relay_all(region)
     return region
+
+
+async def publish_stored(
+    js: Any, subject: str, data: bytes, headers: dict[str, str] | None = None
+) -> int:
+    """Publishes until the stream stores the message (its id no longer in the stream's
+    duplicate window: set short for the test), as a relay retrying late would; returns its
+    sequence."""
+    stored: list[int] = []
+
+    async def published() -> bool:
+        ack = await js.publish(subject, data, headers=headers)
+        if not ack.duplicate:
+            stored.append(int(ack.seq))
+        return bool(stored)
+
+    await eventually(f"{subject} stored beyond the duplicate window", published, 30)
+    return stored[0]
 
 
 async def relay_all(region: Region, deadline_s: float = 60.0) -> None:

@@ -15,7 +15,15 @@ import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aggregator_support import Region, make_region, read_all, relay_all, stream_end, verify_stream
+from aggregator_support import (
+    Region,
+    make_region,
+    publish_stored,
+    read_all,
+    relay_all,
+    stream_end,
+    verify_stream,
+)
 from handsoff.federation import subjects
 from handsoff.services.aggregator.http import create_app
 from handsoff.services.aggregator.ingest import IngestStore
@@ -136,21 +144,9 @@ async def republish_beyond_the_window(url: str, region: str, seq: int) -> int:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        name = subjects.events_stream(region)
-        original = await js.get_msg(name, seq)
+        original = await js.get_msg(subjects.events_stream(region), seq)
         assert original.subject is not None
-        stored: list[int] = []
-
-        async def stored_again() -> bool:
-            ack = await js.publish(
-                original.subject or "", original.data or b"", headers=original.headers
-            )
-            if not ack.duplicate:
-                stored.append(ack.seq)
-            return bool(stored)
-
-        await until("the duplicate window to pass", stored_again)
-        return stored[0]
+        return await publish_stored(js, original.subject, original.data or b"", original.headers)
     finally:
         await nc.close()
 
