@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from aggregator_support import publish_stored
 from handsoff.events.codes import Country, PerpetratorCategory, ViolenceType, core_type
 from handsoff.federation import subjects
 from handsoff.federation.envelope import leaf, message_id, open_message, seal_headers
@@ -73,8 +74,11 @@ class World:
         *,
         number: int | None = None,
         signer: SigningKey | None = None,
+        beyond_window: bool = False,
     ) -> int:
-        """Seals and publishes one message as `partner`'s relay would; its number."""
+        """Seals and publishes one message as `partner`'s relay would; its number.
+        `beyond_window`: published again until the stream stores it (a number it still
+        deduplicates, under a short duplicate window)."""
         n = self.next_number(partner) if number is None else number
         payload = encode(event)
         subject = subjects.events(REGION, partner, kind_of(type(event)))
@@ -85,7 +89,10 @@ class World:
             payload,
             self.region.version,
         )
-        await self.js.publish(subject, payload, headers=headers)
+        if beyond_window:
+            await publish_stored(self.js, subject, payload, headers)
+        else:
+            await self.js.publish(subject, payload, headers=headers)
         return n
 
 
@@ -365,13 +372,10 @@ async def test_duplicates_beyond_the_window_and_out_of_order_steps(
         before = figures(store)
         assert before.value("incidents", "2026-03", "BW") == 1
 
-        await asyncio.sleep(0.7)  # past the stream's duplicate window
-        ack = await world.js.publish(subject, encode(first), headers=headers)
-        assert not ack.duplicate, "the stream stored the duplicate"
-        assert ack.seq == 2
+        # the same message again, stored past the stream's duplicate window
+        assert await publish_stored(world.js, subject, encode(first), headers) == 2
         # A validly signed, different message under the same number (past the window again).
-        await asyncio.sleep(0.7)
-        await world.send("p1", incident("p1", "other"), number=1)
+        await world.send("p1", incident("p1", "other"), number=1, beyond_window=True)
         # A step whose incident (number 2) is still in flight.
         await world.send("p1", response("p1", "c2", hours=5), number=3)
         result = await ingest.drain()
