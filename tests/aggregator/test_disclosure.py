@@ -195,6 +195,26 @@ def assert_nothing_pinned(
     assert moved_by_one(values, published.suppressed, equations) == published.suppressed
 
 
+def hiding(
+    hidden: frozenset[Position],
+    values: Mapping[Position, int],
+    rows: tuple[str, ...],
+    columns: tuple[str, ...],
+    members: Mapping[str, str] | None = None,
+) -> Published:
+    """`values` published with `hidden` suppressed (any pattern, protected or not);
+    `members`: member -> group, for a nested table."""
+    members = members or {}
+    return Published(
+        rows=rows,
+        columns=columns,
+        k=DEFAULT_K,
+        entries={p: SUPPRESSED if p in hidden else v for p, v in values.items()},
+        members=tuple(members),
+        parents=tuple(members.values()),
+    )
+
+
 def assert_safe(published: Published, table: Table) -> None:
     values = table.values()
     assert set(published.entries) == set(values)
@@ -416,12 +436,7 @@ def test_pinned_agrees_with_the_oracle(
     )
     values = table.values()
     hidden = frozenset(suppressed)
-    shown = Published(
-        rows=rows,
-        columns=columns,
-        k=DEFAULT_K,
-        entries={p: SUPPRESSED if p in hidden else v for p, v in values.items()},
-    )
+    shown = hiding(hidden, values, rows, columns)
     free = moved_by_one(values, hidden, lines(rows, columns))
     assert pinned(shown, values) == hidden - free
     assert recoverable(shown) <= pinned(shown, values)
@@ -903,14 +918,7 @@ def test_nested_pinned_agrees_with_the_oracle(
     )
     values = table.values()
     hidden = frozenset(suppressed)
-    shown = Published(
-        rows=groups,
-        columns=columns,
-        k=DEFAULT_K,
-        entries={p: SUPPRESSED if p in hidden else v for p, v in values.items()},
-        members=tuple(members),
-        parents=tuple(members.values()),
-    )
+    shown = hiding(hidden, values, groups, columns, members)
     free = moved_by_one(values, hidden, nested_lines(shown))
     assert pinned(shown, values) == hidden - free
     assert recoverable(shown) <= pinned(shown, values)

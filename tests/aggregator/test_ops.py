@@ -240,13 +240,14 @@ async def test_metrics_follow_ingest_rejects_duplicates_and_releases(region: Reg
         assert one(m, "releases_kept_total") == 2
 
 
-async def test_served_metrics_move_with_new_events(region: Region) -> None:
-    """Through `serve` (its own loop reads the stream's end every stream_check_interval)."""
+@contextlib.asynccontextmanager
+async def served(config: AggregatorConfig) -> AsyncIterator[httpx.AsyncClient]:
+    """`aggregator serve` on this loop (its own signal handlers), and a client of its port."""
     stop = asyncio.Event()
     started: asyncio.Queue[int] = asyncio.Queue()
     task = asyncio.create_task(
         serve(
-            config_of(region, stream_check_interval=0.05),
+            config,
             PASSPHRASE,
             host="127.0.0.1",
             port=0,
@@ -257,26 +258,32 @@ async def test_served_metrics_move_with_new_events(region: Region) -> None:
     try:
         port = await asyncio.wait_for(started.get(), TIMEOUT)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as c:
-            end = await stream_end(region.url, region.document.region)
-
-            async def at(position: int) -> bool:
-                m = await scrape(c)
-                return (
-                    one(m, "position") == one(m, "stream_last_seq") == position
-                    and one(m, "releases_published_total") >= 1
-                )
-
-            await until("the first release", lambda: at(end))
-            before = await scrape(c)
-            record_stories(region.nodes[0], 42, 4)
-            await relay_all(region)
-            new_end = await stream_end(region.url, region.document.region)
-            assert new_end > end
-            await until("the new events", lambda: at(new_end))
-            after = await scrape(c)
-            assert one(after, "accepted_total") > one(before, "accepted_total")
-            assert one(after, "lag_messages") == 0
-            assert (await c.get("/healthz")).json() == {"status": "ok"}
+            yield c
     finally:
         stop.set()
         await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_served_metrics_move_with_new_events(region: Region) -> None:
+    """Through `serve` (its own loop reads the stream's end every stream_check_interval)."""
+    async with served(config_of(region, stream_check_interval=0.05)) as c:
+        end = await stream_end(region.url, region.document.region)
+
+        async def at(position: int) -> bool:
+            m = await scrape(c)
+            return (
+                one(m, "position") == one(m, "stream_last_seq") == position
+                and one(m, "releases_published_total") >= 1
+            )
+
+        await until("the first release", lambda: at(end))
+        before = await scrape(c)
+        record_stories(region.nodes[0], 42, 4)
+        await relay_all(region)
+        new_end = await stream_end(region.url, region.document.region)
+        assert new_end > end
+        await until("the new events", lambda: at(new_end))
+        after = await scrape(c)
+        assert one(after, "accepted_total") > one(before, "accepted_total")
+        assert one(after, "lag_messages") == 0
+        assert (await c.get("/healthz")).json() == {"status": "ok"}

@@ -13,11 +13,10 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx2 as httpx
 import nats
 import pytest
 
-from aggregator.test_ops import TIMEOUT, catch_up, config_of, in_process, one, scrape, until
+from aggregator.test_ops import catch_up, config_of, in_process, one, scrape, served, until
 from aggregator_support import Region, make_region, relay_all, stream_end
 from handsoff.events import Country, PerpetratorCategory, ViolenceType, core_type
 from handsoff.federation import announcements, subjects
@@ -31,12 +30,11 @@ from handsoff.federation.region import (
 )
 from handsoff.federation.shared import SharedIncident, encode, kind_of, validated
 from handsoff.keys import kid_hex
-from handsoff.services.aggregator.service import AggregatorPaths, serve
+from handsoff.services.aggregator.service import AggregatorPaths
 from handsoff.services.cli import main
 from handsoff.services.natsserver import EmbeddedNats
 from handsoff.services.node.link import join_region
 from relay_support import record_stories
-from support import PASSPHRASE
 
 
 @pytest.fixture
@@ -166,30 +164,13 @@ async def test_a_running_aggregator_takes_a_newer_version(
 
 
 async def test_sighup_makes_a_served_aggregator_read_its_region_file(region: Region) -> None:
-    stop = asyncio.Event()
-    started: asyncio.Queue[int] = asyncio.Queue()
-    task = asyncio.create_task(
-        serve(
-            config_of(region),
-            PASSPHRASE,
-            host="127.0.0.1",
-            port=0,
-            ready=lambda _, port: started.put_nowait(port),
-            stop=stop,
-        )
-    )
-    try:
-        port = await asyncio.wait_for(started.get(), TIMEOUT)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as c:
-            v1 = region.document.version
-            assert (await c.get("/readyz")).json()["region_version"] == v1
-            next_version(region, revoking_p1(region))
-            os.kill(os.getpid(), signal.SIGHUP)
+    async with served(config_of(region)) as c:
+        v1 = region.document.version
+        assert (await c.get("/readyz")).json()["region_version"] == v1
+        next_version(region, revoking_p1(region))
+        os.kill(os.getpid(), signal.SIGHUP)
 
-            async def taken() -> bool:
-                return bool((await c.get("/readyz")).json()["region_version"] == v1 + 1)
+        async def taken() -> bool:
+            return bool((await c.get("/readyz")).json()["region_version"] == v1 + 1)
 
-            await until("the new version", taken)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, TIMEOUT)
+        await until("the new version", taken)
