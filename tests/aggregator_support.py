@@ -16,7 +16,7 @@ import nats
 from nats.js.api import DeliverPolicy
 
 from handsoff.federation import statements, subjects
-from handsoff.federation.region import Breakdowns, RegionDocument, SignedRegion, sign_region
+from handsoff.federation.region import Breakdowns, RegionDocument
 from handsoff.federation.statements import AggregateStatement
 from handsoff.keys import KdfStrength, SigningKey, kid_hex
 from handsoff.services.aggregator.indicators import Ledger
@@ -83,10 +83,8 @@ async def make_region(
     if breakdowns != doc.breakdowns:
         doc = doc.set_breakdowns(breakdowns)
     if doc is not kit.document:
-        signed = SignedRegion.unsigned(doc)
-        for cid in list(kit.coordinators)[:2]:
-            signed = sign_region(signed, cid, kit.coordinators[cid])
-        kit.signed, kit.document = signed, signed.document
+        kit.signed = kit.sign(doc)
+        kit.document = kit.signed.document
     region_file = kit.save(tmp_path / "region.json")
     for seed, node in enumerate(nodes, 1):
         join_region(node, region_file)

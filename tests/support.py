@@ -77,13 +77,7 @@ class RegionKit:
     def __init__(
         self, nodes: list[Node], region: str = "sadc", threshold: int = 2, aggregator: Any = None
     ) -> None:
-        from handsoff.federation.region import (
-            Aggregator,
-            Coordinator,
-            RegionDocument,
-            SignedRegion,
-            sign_region,
-        )
+        from handsoff.federation.region import Aggregator, Coordinator, RegionDocument
         from handsoff.keys import SigningKey
 
         now = datetime.now(UTC) - timedelta(minutes=1)
@@ -110,11 +104,19 @@ class RegionKit:
                 valid_from=now,
                 issued_at=now,
             )
+        self.threshold = threshold
+        self.signed = self.sign(doc)
+        self.document = self.signed.document
+
+    def sign(self, doc: Any, signers: int | None = None) -> Any:
+        """`doc` (a RegionDocument) signed by the first `signers` coordinators (default:
+        the threshold), as a SignedRegion."""
+        from handsoff.federation.region import SignedRegion, sign_region
+
         signed = SignedRegion.unsigned(doc)
-        for cid in list(self.coordinators)[:threshold]:
+        for cid in list(self.coordinators)[: self.threshold if signers is None else signers]:
             signed = sign_region(signed, cid, self.coordinators[cid])
-        self.signed = signed
-        self.document = signed.document
+        return signed
 
     def save(self, path: Path) -> Path:
         from handsoff.federation.region import save_region

@@ -23,10 +23,8 @@ from handsoff.federation import announcements, subjects
 from handsoff.federation.envelope import message_id, seal_headers
 from handsoff.federation.region import (
     RegionDocument,
-    SignedRegion,
     load_region,
     save_region,
-    sign_region,
 )
 from handsoff.federation.shared import SharedIncident, encode, kind_of, validated
 from handsoff.keys import kid_hex
@@ -47,10 +45,7 @@ async def region(tmp_path: Path, nats_server: EmbeddedNats) -> Region:
 def next_version(region: Region, doc: RegionDocument, signers: int = 2) -> Path:
     """`doc` signed by `signers` coordinators, saved over the region file the aggregator
     was started with; returns that file."""
-    signed = SignedRegion.unsigned(doc)
-    for cid in list(region.kit.coordinators)[:signers]:
-        signed = sign_region(signed, cid, region.kit.coordinators[cid])
-    save_region(region.region_file, signed)
+    save_region(region.region_file, region.kit.sign(doc, signers))
     return region.region_file
 
 

@@ -194,10 +194,7 @@ def test_readiness_and_relay_figures_of_a_federated_node(
     kit = RegionKit([node])
     join_region(node, kit.save(tmp_path / "region.json"))
 
-    async def streams() -> None:
-        await create_region_streams(nats_server.url, kit.document.region)
-
-    asyncio.run(streams())
+    asyncio.run(create_region_streams(nats_server.url, kit.document.region))
     link = NodeLink(
         node, FederationSettings(nats_url=nats_server.url, nats_user="x", publish_interval=0)
     )

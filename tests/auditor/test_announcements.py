@@ -24,7 +24,7 @@ import msgspec
 import nats
 import pytest
 
-from auditor.test_history_audit import _sign, relay
+from auditor.test_history_audit import relay
 from handsoff.federation import announcements, statements, subjects
 from handsoff.federation.region import SignedRegion, save_region
 from handsoff.keys import KdfStrength, SigningKey
@@ -142,7 +142,7 @@ async def test_a_version_taken_late_is_audited_by_the_aggregators_announcements(
         doc = kit.document.add_partner(
             "p3", "Partner p3", "NA", p3.signer.public_key, valid_from=now, issued_at=now
         )
-        v4 = _sign(kit, doc)
+        v4 = kit.sign(doc)
         v4_file = tmp_path / "region-v4.json"
         save_region(v4_file, v4)
         # p1 takes version 4 at once; p2 sends under version 3 after version 4 was issued;

@@ -25,11 +25,9 @@ from aggregator_support import PARTNERS
 from handsoff.federation import subjects
 from handsoff.federation.history import RegionHistory
 from handsoff.federation.region import (
-    RegionDocument,
     SignedRegion,
     load_region,
     save_region,
-    sign_region,
 )
 from handsoff.keys import KdfStrength, SigningKey, kid_hex
 from handsoff.services.aggregator.service import (
@@ -73,13 +71,6 @@ class History:
     def close(self) -> None:
         for n in self.nodes:
             n.close()
-
-
-def _sign(kit: RegionKit, doc: RegionDocument) -> SignedRegion:
-    signed = SignedRegion.unsigned(doc)
-    for cid in ("c1", "c2"):  # the threshold (2) of the version before
-        signed = sign_region(signed, cid, kit.coordinators[cid])
-    return signed
 
 
 async def _aggregate(directory: Path, url: str) -> None:
@@ -155,7 +146,7 @@ async def make_history(tmp_path: Path, url: str) -> History:
     doc = kit.document.add_partner(
         "p3", "Partner p3", "NA", p3.signer.public_key, valid_from=now, issued_at=now
     )
-    issue(_sign(kit, doc), nodes)
+    issue(kit.sign(doc), nodes)
     compromised_from = now
     await phase(nodes, 20)
     await _aggregate(agg_dir, url)
@@ -164,12 +155,12 @@ async def make_history(tmp_path: Path, url: str) -> History:
     p1.rotate_key(PASSPHRASE, "admin", KdfStrength.INTERACTIVE)
     now = datetime.now(UTC)
     doc = doc.add_partner_key("p1", p1.signer.public_key, valid_from=now, issued_at=now)
-    issue(_sign(kit, doc), nodes)
+    issue(kit.sign(doc), nodes)
     await phase(nodes, 30)
 
     now = datetime.now(UTC)
     doc = doc.revoke_key("p1", first_key, now, issued_at=now)
-    issue(_sign(kit, doc), nodes)
+    issue(kit.sign(doc), nodes)
     await phase(nodes, 40)
     await _aggregate(agg_dir, url)
     assert sorted(versions) == [3, 4, 5, 6]
@@ -278,7 +269,7 @@ async def test_a_region_through_four_versions_audits_clean_with_its_history(
         revoked = v[6].document.revoke_key(
             "p1", h.first_key, h.compromised_from, issued_at=datetime.now(UTC)
         )
-        v7 = _sign(h.kit, revoked)
+        v7 = h.kit.sign(revoked)
         with_v7 = await audit(h, *every, v7)
         assert with_v7.ok, with_v7.findings
         assert [(f.check, f.reason, f.where) for f in with_v7.findings] == [
@@ -395,7 +386,7 @@ def test_the_aggregator_keeps_every_version_it_takes(tmp_path: Path) -> None:
         now = datetime.now(UTC)
         doc = kit.document.renew(kit.document.expires_at.replace(year=2100), issued_at=now)
         second = tmp_path / "v4.json"
-        save_region(second, _sign(kit, doc))
+        save_region(second, kit.sign(doc))
         take_region(paths, second)
         take_region(paths, None)
         kept = paths.region_versions()

@@ -15,7 +15,7 @@ import msgspec
 import nats
 import pytest
 
-from auditor.test_history_audit import _aggregate, _sign, relay
+from auditor.test_history_audit import _aggregate, relay
 from handsoff.federation import announcements, subjects
 from handsoff.federation.natsconf import ensure_streams, generate_credentials, nats_config
 from handsoff.federation.region import Coordinator, SignedRegion, save_region, sign_region
@@ -46,7 +46,7 @@ class Region:
         self.v1 = self.kit.signed
         if age:  # issued `age` ago (the partners' keys stay valid from a minute ago)
             earlier = datetime.now(UTC) - age
-            self.v1 = _sign(self.kit, msgspec.structs.replace(self.kit.document, issued_at=earlier))
+            self.v1 = self.kit.sign(msgspec.structs.replace(self.kit.document, issued_at=earlier))
         self.document = self.v1.document
         self.base = self.v1.document.version
         v1_file = tmp_path / "region-v1.json"
@@ -66,7 +66,7 @@ class Region:
         """The next version, issued `age` ago with the grace given, signed; the aggregator
         takes it at its next start (and announces it then)."""
         issued = datetime.now(UTC) - age
-        v2 = _sign(self.kit, self.document.set_version_grace(grace_hours, issued_at=issued))
+        v2 = self.kit.sign(self.document.set_version_grace(grace_hours, issued_at=issued))
         save_region(self.tmp / "region-v2.json", v2)
         take_region(self.paths, self.tmp / "region-v2.json")
         return v2
@@ -135,8 +135,7 @@ async def test_a_serving_node_takes_each_version_the_aggregator_announces(
 
         # A version the aggregator announces but only one coordinator signed: not taken,
         # and the node says why; the version held stays.
-        v3 = SignedRegion.unsigned(v2.document.set_version_grace(48))
-        v3 = sign_region(v3, "c1", region.kit.coordinators["c1"])
+        v3 = region.kit.sign(v2.document.set_version_grace(48), signers=1)
         forged = announcements.sign(announcements.announcement(v3, len(new)), region.kit.aggregator)
         nc = await nats.connect(nats_server.url)
         try:
@@ -346,7 +345,7 @@ async def test_a_node_far_behind_takes_an_expired_version_between_to_reach_the_c
         issued_at=now - timedelta(hours=2),
     )
     replaced = msgspec.structs.replace(replaced, expires_at=now - timedelta(hours=1))
-    in_between = _sign(region.kit, replaced)  # by the coordinators it replaces
+    in_between = region.kit.sign(replaced)  # by the coordinators it replaces
     current = SignedRegion.unsigned(
         replaced.renew(now + timedelta(days=30), issued_at=now - timedelta(minutes=90))
     )

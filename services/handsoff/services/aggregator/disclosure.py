@@ -527,6 +527,12 @@ class History(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nested: bool = False
 
 
+def _above_bound(values: Mapping[Position, int]) -> frozenset[Position]:
+    """The entries that stay at or above what a reader knows of them if suppressed when
+    lowered by one: at least 1 (zeros are published), so those of 2 or more (a 0 stays 0)."""
+    return frozenset(p for p, v in values.items() if v >= 2)
+
+
 def _lowerable(
     values: Mapping[Position, int], history: History, members: Collection[str]
 ) -> frozenset[Position]:
@@ -536,7 +542,7 @@ def _lowerable(
     assumes counts never fall. An entry the last release did not have was 0 then (a new
     category or partner), except a partner's after a release without partners: unknown,
     so taken as not grown."""
-    above = [p for p, v in values.items() if v >= 2]
+    above = _above_bound(values)
     if not history.last and not history.epochs:  # the period's first release
         return frozenset(above)
     before = dict(history.last)
@@ -556,7 +562,7 @@ def _free_since_epochs(
     are above their bound now (module docstring, 4)."""
     if history.nested != nested:
         return frozenset()
-    above = {p for p, v in values.items() if v >= 2}
+    above = _above_bound(values)
     free: set[Position] = set()
     hidden: set[Position] = set()
     for epoch in history.epochs:
